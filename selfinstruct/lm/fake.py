@@ -1,0 +1,95 @@
+"""A scripted, deterministic fake LM for tests and dry runs (no torch)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import re
+import time
+from typing import Callable
+
+from selfinstruct import prompts as P
+from selfinstruct.lm.base import Completion, GenerationParams, apply_stop
+
+_WORDS = ("river planet budget recipe sonnet invoice garden protocol lantern orbit ledger meadow "
+          "violin harbor circuit glacier pamphlet compass quartz tundra mosaic parable ember "
+          "lattice beacon canyon dialect fossil harvest inkwell jasmine kernel lagoon mantra "
+          "nebula oracle pastry quiver rubric saddle thimble umbrella vortex walnut yarrow zephyr "
+          "anchor bramble cipher dynamo estuary falcon gazette hammock igloo jigsaw kayak "
+          "lullaby marble nutmeg oyster pepper quilt rocket spindle trellis").split()
+_VERBS = "Summarize Explain Compare Describe List Rewrite Classify Translate Outline Critique".split()
+
+
+def _rng(seed: int, prompt: str) -> random.Random:
+    h = hashlib.sha256(f"{seed}|{prompt}".encode()).digest()
+    return random.Random(int.from_bytes(h[:8], "big"))
+
+
+def _instruction(rng: random.Random, examples: list[str]) -> str:
+    roll = rng.random()
+    if roll < 0.08 and examples:
+        return rng.choice(examples)  # a copy: the novelty filter must catch it
+    if roll < 0.12:
+        return "Draw a picture of the " + rng.choice(_WORDS)  # blacklisted
+    if roll < 0.15:
+        return "Do it."  # too short
+    words = rng.sample(_WORDS, rng.randint(5, 11))
+    return f"{rng.choice(_VERBS)} the {' '.join(words)}."
+
+
+def synthesize(prompt: str, seed: int) -> str:
+    """A plausible completion for any of the project's prompt kinds, deterministic in (prompt, seed)."""
+    rng = _rng(seed, prompt)
+    if prompt.startswith(P.INSTRUCTION_HEADER):
+        examples = re.findall(r"^Task \d+: (.*)$", prompt, re.MULTILINE)
+        n = len(examples) + 1
+        items = [_instruction(rng, examples) for _ in range(rng.randint(2, 6))]
+        return " " + "\n".join([items[0]] + [f"Task {n + i}: {t}" for i, t in enumerate(items[1:], 1)]) + "\n\n"
+    if prompt.startswith(P.CLASSIFY_HEADER):
+        last = prompt.rsplit("Task: ", 1)[-1]
+        return " Yes" if last.startswith("Classify") else " No"
+    if prompt.startswith(P.OUTPUT_FIRST_HEADER):
+        return " positive\nInput: a " + rng.choice(_WORDS) + "\nClass label: negative\nInput: no " + rng.choice(_WORDS)
+    if prompt.startswith(P.INPUT_FIRST_HEADER):
+        a, b = rng.sample(_WORDS, 2)
+        return f" {a}\nOutput: {a} and {b}\nExample 2\nInput:\nOutput: only {b}\n\nTask:"
+    if prompt.startswith(P.ALPACA_HEADER):
+        n = prompt.count("###\n")
+        items = [_instruction(rng, []) for _ in range(rng.randint(1, 3))]
+        return " " + "\n###\n".join(
+            (f"{n + i}. Instruction: " if i else "") + f"{t}\n{n + i}. Input:\n<noinput>\n{n + i}. Output:\nAnswer {i}"
+            for i, t in enumerate(items))
+    return " " + " ".join(rng.sample(_WORDS, 6))
+
+
+class FakeLM:
+    """Replies from a queue (strings or callables of the prompt), else synthesized ones.
+
+    `history` holds (prompt, params, seed) for every prompt seen, for tests to inspect.
+    """
+
+    def __init__(self, name: str = "fake", replies: list[str | Callable[[str], str]] | None = None,
+                 delay: float | None = None):
+        self.name = name
+        self.queue = list(replies or [])
+        self.history: list[tuple[str, GenerationParams, int]] = []
+        self.delay = float(os.environ.get("SELFINSTRUCT_FAKE_DELAY", 0)) if delay is None else delay
+
+    def enqueue(self, *replies: str | Callable[[str], str]) -> None:
+        self.queue.extend(replies)
+
+    def generate(self, prompts: list[str], params: GenerationParams, seed: int) -> list[Completion]:
+        if self.delay:
+            time.sleep(self.delay)
+        out = []
+        for prompt in prompts:
+            self.history.append((prompt, params, seed))
+            if self.queue:
+                reply = self.queue.pop(0)
+                text = reply(prompt) if callable(reply) else reply
+            else:
+                text = synthesize(prompt, seed)
+            text = apply_stop(text, params.stop)
+            out.append(Completion(text, len(prompt.split()), len(text.split())))
+        return out

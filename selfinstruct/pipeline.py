@@ -1,0 +1,274 @@
+"""The Self-Instruct loop: rounds of batches, each batch generated, filtered and committed atomically.
+
+Every random choice is seeded from (job seed, round, batch, purpose), and decisions are made in
+batch order then candidate order, so a resumed job yields exactly the uninterrupted job's data.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from selfinstruct import prompts as P
+from selfinstruct.config import Config
+from selfinstruct.filters import check_instruction, filter_instances
+from selfinstruct.lm.base import LM, Completion, GenerationParams
+from selfinstruct.mix import derive_seed, human_fraction, sample_examples
+from selfinstruct.novelty import NoveltyIndex, rouge_l
+from selfinstruct.records import Instance, Task
+from selfinstruct.store import RunStore
+
+log = logging.getLogger("selfinstruct")
+
+
+@dataclass
+class Candidate:
+    """One generated instruction on its way to acceptance or rejection."""
+
+    id: str
+    instruction: str
+    prompt_index: int
+    examples: list[Task]
+    instances: list[Instance] = field(default_factory=list)
+    parsed_instance: bool = False  # alpaca style: the generation prompt already gave an instance
+    is_classification: bool | None = None
+    score: float = 0.0
+    nearest: str | None = None
+
+
+class Pipeline:
+    def __init__(self, cfg: Config, lm: LM, store: RunStore, seeds: list[Task], show_progress: bool = True):
+        self.cfg, self.lm, self.store, self.seeds = cfg, lm, store, seeds
+        self.show_progress = show_progress
+        self.progress = copy.deepcopy(store.progress)
+        self.machine: list[Task] = store.tasks()
+        self.texts: dict[str, str] = {t.id: t.instruction for t in seeds + self.machine}
+        self.depth: dict[str, int] = {t.id: t.depth for t in self.machine}
+        started = time.perf_counter()
+        self.index = NoveltyIndex(cfg.novelty.threshold, cfg.novelty.tokenizer)
+        self.index.add_many((t.instruction, t.id) for t in seeds + self.machine)
+        log.info("novelty index: %d instructions in %.2fs", len(self.index), time.perf_counter() - started)
+        self.batches_per_round = math.ceil(cfg.prompts_per_round / cfg.prompts_per_batch)
+
+    # ---- stopping ----
+
+    def stop_reason(self) -> str | None:
+        p, cfg = self.progress, self.cfg
+        if p["totals"]["accepted"] >= cfg.target:
+            return f"target reached: {p['totals']['accepted']} accepted tasks (target {cfg.target})"
+        if p["cursor"]["round"] > cfg.max_rounds:
+            return f"round limit reached: {cfg.max_rounds} rounds ({p['totals']['accepted']} of {cfg.target} accepted)"
+        if p["rounds_without_accept"] >= cfg.stall.rounds_without_accept:
+            return (f"stalled: no task accepted in {p['rounds_without_accept']} rounds in a row "
+                    f"(stall.rounds_without_accept); see rejected.jsonl for why")
+        return None
+
+    def run(self) -> str:
+        self._classify_unknown_seeds()
+        bar = self._bar()
+        try:
+            while (reason := self.stop_reason()) is None:
+                self._run_batch(bar)
+        finally:
+            if bar is not None:
+                bar.close()
+        if self.progress["stop_reason"] != reason:
+            self.progress["stop_reason"] = reason
+            self.store.commit([], [], self.progress)
+        return reason
+
+    def _bar(self):
+        if not self.show_progress:
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=self.cfg.target, initial=min(self.progress["totals"]["accepted"], self.cfg.target),
+                    unit="task", dynamic_ncols=True, desc="accepted")
+
+    # ---- one batch ----
+
+    def _seed(self, round_no: int, batch: int, purpose: str) -> int:
+        return derive_seed(self.cfg.seed, round_no, batch, purpose)
+
+    def _generate(self, prompts: list[str], params: GenerationParams, seed: int) -> list[Completion]:
+        if not prompts:
+            return []
+        started = time.perf_counter()
+        out = self.lm.generate(prompts, params, seed)
+        t = self.progress["totals"]
+        t["lm_seconds"] += time.perf_counter() - started
+        t["prompt_tokens"] += sum(c.prompt_tokens for c in out)
+        t["completion_tokens"] += sum(c.completion_tokens for c in out)
+        return out
+
+    def _run_batch(self, bar) -> None:
+        cfg, p = self.cfg, self.progress
+        r, b = p["cursor"]["round"], p["cursor"]["batch"]
+        pool_machine = self.machine[:p["round_start_tasks"]]  # the pool as it stood when the round began
+        frac = human_fraction(cfg.prompt.human_fraction, cfg.prompt.schedule, r)
+        first = b * cfg.prompts_per_batch
+        n_prompts = min(cfg.prompts_per_batch, cfg.prompts_per_round - first)
+        rng = random.Random(self._seed(r, b, "examples"))
+        example_sets = [sample_examples(rng, self.seeds, pool_machine, cfg.prompt.num_examples, frac)
+                        for _ in range(n_prompts)]
+        candidates = self._propose(r, b, example_sets)
+        rejected: list[dict] = []
+        reasons: Counter = Counter()
+
+        def reject(c: Candidate, stage: str, reason: str, **extra) -> None:
+            reasons[f"{stage}:{reason}"] += 1
+            rejected.append({"id": c.id, "round": r, "batch": b, "stage": stage, "reason": reason,
+                             "score": extra.pop("score", None), "text": c.instruction, **extra})
+
+        survivors = []
+        for c in candidates:
+            reason = check_instruction(c.instruction, cfg.filters)
+            if reason:
+                reject(c, "filter", reason)
+            elif self._novel(c, survivors):
+                survivors.append(c)
+                self.texts[c.id] = c.instruction  # ids are unique; lets provenance name in-batch neighbours
+            else:
+                reject(c, "novelty", "too_similar", score=c.score, nearest=c.nearest,
+                       nearest_text=self.texts.get(c.nearest))
+        if cfg.style == "self-instruct":
+            self._classify(survivors, r, b)
+            self._make_instances(survivors, r, b)
+        accepted = []
+        for c in survivors:
+            kept, dropped = filter_instances(c.instances, cfg.filters)
+            if not kept:
+                why = dropped.most_common(1)[0][0] if dropped else "no_instances"
+                reject(c, "instances", why, score=c.score,
+                       instances=[vars(i) for i in c.instances])
+                continue
+            c.instances = kept
+            accepted.append(self._task(c, r, b, frac))
+
+        # counters, then the one atomic commit for this batch
+        stats = p["rounds"].setdefault(str(r), {"accepted": 0, "candidates": 0, "rejected": {},
+                                                "human_fraction": frac})
+        stats["accepted"] += len(accepted)
+        stats["candidates"] += len(candidates)
+        for key, n in reasons.items():
+            stats["rejected"][key] = stats["rejected"].get(key, 0) + n
+        t = p["totals"]
+        t["accepted"] += len(accepted)
+        t["rejected"] += len(rejected)
+        t["candidates"] += len(candidates)
+        if b + 1 < self.batches_per_round:
+            p["cursor"] = {"round": r, "batch": b + 1}
+        else:
+            p["cursor"] = {"round": r + 1, "batch": 0}
+            p["round_start_tasks"] = len(self.machine) + len(accepted)
+            p["rounds_without_accept"] = 0 if stats["accepted"] else p["rounds_without_accept"] + 1
+            log.info("round %d done: %d accepted of %d candidates; rejected %s", r, stats["accepted"],
+                     stats["candidates"], dict(sorted(stats["rejected"].items())) or "none")
+        self.store.commit([task.to_json() for task in accepted], rejected, p)
+        for task in accepted:
+            self.machine.append(task)
+            self.texts[task.id] = task.instruction
+            self.depth[task.id] = task.depth
+            self.index.add(task.instruction, task.id)
+        if bar is not None:
+            bar.update(max(0, min(t["accepted"], self.cfg.target) - bar.n))
+            tps = t["completion_tokens"] / t["lm_seconds"] if t["lm_seconds"] else 0.0
+            bar.set_postfix_str(f"round {r} batch {b + 1}/{self.batches_per_round} "
+                                f"acc {t['accepted'] / max(t['candidates'], 1):.0%} {tps:.0f} tok/s")
+
+    # ---- stages ----
+
+    def _propose(self, r: int, b: int, example_sets: list[list[Task]]) -> list[Candidate]:
+        cfg = self.cfg
+        k = cfg.prompt.num_examples
+        if cfg.style == "alpaca":
+            prompts = [P.build_alpaca_prompt(ex) for ex in example_sets]
+            stops = P.alpaca_stops(k, cfg.prompt.new_per_prompt)
+        else:
+            prompts = [P.build_instruction_prompt(ex) for ex in example_sets]
+            stops = P.instruction_stops(k, cfg.prompt.new_per_prompt)
+        g = cfg.generation
+        params = GenerationParams(g.max_new_tokens, g.temperature, g.top_p, stops)
+        completions = self._generate(prompts, params, self._seed(r, b, "instructions"))
+        out: list[Candidate] = []
+        for j, (ex, comp) in enumerate(zip(example_sets, completions)):
+            if cfg.style == "alpaca":
+                for instruction, inst in P.parse_alpaca(comp.text):
+                    out.append(Candidate(f"r{r}-b{b}-c{len(out)}", instruction, j, ex,
+                                         [inst] if inst else [], parsed_instance=True))
+            else:
+                for instruction in P.parse_instructions(comp.text):
+                    out.append(Candidate(f"r{r}-b{b}-c{len(out)}", instruction, j, ex))
+        return out
+
+    def _novel(self, c: Candidate, earlier: list[Candidate]) -> bool:
+        """Exact ROUGE-L against the pool, then against this batch's earlier survivors (pool wins ties)."""
+        verdict = self.index.check(c.instruction)
+        c.score, c.nearest = verdict.score, verdict.nearest
+        tok = self.cfg.novelty.tokenizer
+        for other in earlier:
+            s = rouge_l(other.instruction, c.instruction, tok)
+            if s > c.score:
+                c.score, c.nearest = s, other.id
+        return c.score <= self.cfg.novelty.threshold
+
+    def _classify(self, cands: list[Candidate], r: int, b: int) -> None:
+        params = GenerationParams(max_new_tokens=3, temperature=0.0, top_p=1.0, stop=("\n",))
+        outs = self._generate([P.build_classify_prompt(c.instruction) for c in cands], params,
+                              self._seed(r, b, "classify"))
+        for c, out in zip(cands, outs):
+            c.is_classification = bool(P.parse_classify(out.text))  # unparsed answers count as "no"
+
+    def _demos(self, rng: random.Random, classification: bool) -> list[Task]:
+        pool = [t for t in self.seeds if self._is_cls(t) == classification]
+        return rng.sample(pool, min(self.cfg.prompt.instance_examples, len(pool)))
+
+    def _is_cls(self, t: Task) -> bool:
+        if t.is_classification is not None:
+            return t.is_classification
+        return bool(self.progress["seed_classification"].get(t.id, False))
+
+    def _make_instances(self, cands: list[Candidate], r: int, b: int) -> None:
+        rng = random.Random(self._seed(r, b, "demos"))
+        prompts = [P.build_instance_prompt(c.instruction, self._demos(rng, c.is_classification),
+                                           c.is_classification) for c in cands]
+        i = self.cfg.instances
+        params = GenerationParams(i.max_new_tokens, i.temperature, i.top_p, P.INSTANCE_STOPS)
+        for c, out in zip(cands, self._generate(prompts, params, self._seed(r, b, "instances"))):
+            c.instances = P.parse_instances(out.text, c.is_classification)
+
+    def _classify_unknown_seeds(self) -> None:
+        """Seeds whose file left is_classification unknown get it decided once, then saved."""
+        known = self.progress["seed_classification"]
+        todo = [t for t in self.seeds if t.is_classification is None and t.id not in known]
+        if not todo or self.cfg.style != "self-instruct":
+            return
+        log.info("deciding is_classification for %d seed tasks", len(todo))
+        params = GenerationParams(max_new_tokens=3, temperature=0.0, top_p=1.0, stop=("\n",))
+        outs = self._generate([P.build_classify_prompt(t.instruction) for t in todo], params,
+                              self._seed(0, 0, "seed-classify"))
+        for t, out in zip(todo, outs):
+            known[t.id] = bool(P.parse_classify(out.text))
+        self.store.commit([], [], self.progress)
+
+    def _task(self, c: Candidate, r: int, b: int, frac: float) -> Task:
+        humans = [t.id for t in c.examples if t.origin == "human"]
+        machines = [t.id for t in c.examples if t.origin != "human"]
+        cfg = self.cfg
+        gen = {"temperature": cfg.generation.temperature, "top_p": cfg.generation.top_p,
+               "max_new_tokens": cfg.generation.max_new_tokens, "seed": cfg.seed}
+        meta = {
+            "round": r, "batch": b, "prompt": c.prompt_index,
+            "depth": 1 + max((self.depth.get(m, 1) for m in machines), default=0),
+            "human_examples": humans, "machine_examples": machines, "human_fraction": frac,
+            "nearest": {"id": c.nearest, "score": c.score,
+                        "instruction": self.texts.get(c.nearest) if c.nearest else None},
+            "generation": gen, "model": self.lm.name, "style": cfg.style,
+        }
+        return Task(id=c.id, instruction=c.instruction, instances=c.instances,
+                    is_classification=c.is_classification, origin="machine", meta=meta)

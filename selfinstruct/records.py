@@ -1,0 +1,144 @@
+"""The one task record, and reading/writing seed and task files."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from selfinstruct.errors import DataError
+
+
+@dataclass
+class Instance:
+    input: str
+    output: str
+
+
+@dataclass
+class Task:
+    """An instruction with its instances. `origin` is "human" (seed) or "machine"."""
+
+    id: str
+    instruction: str
+    instances: list[Instance] = field(default_factory=list)
+    is_classification: bool | None = None  # None: unknown (decided by the pipeline)
+    name: str | None = None
+    origin: str = "human"
+    meta: dict = field(default_factory=dict)  # provenance of machine tasks
+
+    @property
+    def depth(self) -> int:
+        """Lineage depth: 0 for a seed, 1 + deepest machine example for a machine task."""
+        return int(self.meta.get("depth", 0)) if self.origin == "machine" else 0
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        if d["name"] is None:
+            del d["name"]
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> Task:
+        return cls(
+            id=d["id"], instruction=d["instruction"],
+            instances=[Instance(i["input"], i["output"]) for i in d.get("instances", [])],
+            is_classification=d.get("is_classification"), name=d.get("name"),
+            origin=d.get("origin", "machine"), meta=d.get("meta", {}),
+        )
+
+
+def _str(row: dict, key: str, where: str, required: bool = True) -> str:
+    value = row.get(key, None if required else "")
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str):
+        raise DataError(f"{where}: '{key}' must be a string" + (" (missing)" if key not in row else ""))
+    return value
+
+
+def _parse_seed(row: object, where: str, line_no: int) -> Task:
+    if not isinstance(row, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    instruction = _str(row, "instruction", where).strip()
+    if not instruction:
+        raise DataError(f"{where}: 'instruction' is empty")
+    if "instances" in row:  # Self-Instruct schema
+        raw = row["instances"]
+        if not isinstance(raw, list) or not raw:
+            raise DataError(f"{where}: 'instances' must be a non-empty list")
+        instances = []
+        for k, inst in enumerate(raw):
+            if not isinstance(inst, dict):
+                raise DataError(f"{where}: instances[{k}] must be an object with 'input' and 'output'")
+            instances.append(Instance(_str(inst, "input", f"{where}: instances[{k}]", required=False),
+                                      _str(inst, "output", f"{where}: instances[{k}]")))
+    elif "output" in row:  # flat Alpaca row
+        instances = [Instance(_str(row, "input", where, required=False), _str(row, "output", where))]
+    else:
+        raise DataError(f"{where}: needs 'instances' (Self-Instruct) or 'output' (Alpaca)")
+    cls = row.get("is_classification")
+    if cls is not None and not isinstance(cls, bool):
+        raise DataError(f"{where}: 'is_classification' must be true, false or absent")
+    task_id = row.get("id", f"seed_line_{line_no}")
+    if not isinstance(task_id, (str, int)):
+        raise DataError(f"{where}: 'id' must be a string")
+    name = row.get("name")
+    return Task(id=str(task_id), instruction=instruction, instances=instances,
+                is_classification=cls, name=name if isinstance(name, str) else None, origin="human")
+
+
+def load_seeds(path: str | Path) -> list[Task]:
+    """Read human seed tasks; a bad row raises DataError 'file:line: reason'.
+
+    Alpaca rows sharing one instruction are merged into one task with several instances.
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read seed file: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    tasks: list[Task] = []
+    by_instruction: dict[str, Task] = {}
+    ids: dict[str, int] = {}
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{n}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{where}: invalid JSON: {e.msg} (column {e.colno})") from None
+        task = _parse_seed(row, where, n)
+        if "instances" not in row and task.instruction in by_instruction:
+            by_instruction[task.instruction].instances.extend(task.instances)
+            continue
+        if task.id in ids:
+            raise DataError(f"{where}: duplicate id {task.id!r} (first on line {ids[task.id]})")
+        if task.instruction in by_instruction:
+            raise DataError(f"{where}: duplicate instruction (first as {by_instruction[task.instruction].id!r})")
+        ids[task.id] = n
+        by_instruction[task.instruction] = task
+        tasks.append(task)
+    if not tasks:
+        raise DataError(f"{path}: no seed tasks found")
+    return tasks
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Read a run-directory JSONL file; a bad line raises DataError naming it."""
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{path}:{n}: invalid JSON: {e.msg}") from None
+    return rows
+
+
+def dumps(row: dict) -> str:
+    return json.dumps(row, ensure_ascii=False) + "\n"

@@ -1,0 +1,182 @@
+"""The run directory: append-only JSONL files plus an atomically replaced progress.json.
+
+Commit = append + fsync the .jsonl files, then write progress.json to a temp file, fsync,
+rename. progress.json records the committed byte length of each .jsonl file, so whatever
+lies past it (a torn or uncommitted write) is cut off when the run is opened again.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from contextlib import suppress
+from pathlib import Path
+
+from selfinstruct.errors import RunDirError
+from selfinstruct.records import Task, dumps
+
+TASKS, REJECTED, PROGRESS, CONFIG = "tasks.jsonl", "rejected.jsonl", "progress.json", "config.yaml"
+LOCK = ".lock"
+VERSION = 1
+
+
+def new_progress(fingerprint: str) -> dict:
+    return {
+        "version": VERSION, "fingerprint": fingerprint,
+        "cursor": {"round": 1, "batch": 0},  # the next batch to run (rounds are 1-based)
+        "round_start_tasks": 0,  # machine tasks in the pool when the cursor's round began
+        "sizes": {TASKS: 0, REJECTED: 0},  # committed byte lengths
+        "totals": {"accepted": 0, "rejected": 0, "candidates": 0, "prompt_tokens": 0,
+                   "completion_tokens": 0, "lm_seconds": 0.0},
+        "rounds": {},  # "r" -> {accepted, candidates, rejected: {"stage:reason": n}, human_fraction}
+        "rounds_without_accept": 0,
+        "seed_classification": {},  # seed id -> bool, for seeds whose file left it unknown
+        "stop_reason": None,
+    }
+
+
+def _fsync_dir(path: Path) -> None:
+    with suppress(OSError):  # not supported on every platform/filesystem
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+class RunStore:
+    """One run directory. Open it with `create` or `open`; `commit` is the only writer."""
+
+    def __init__(self, root: Path, progress: dict):
+        self.root = Path(root)
+        self.progress = progress
+        self._lock_fd: int | None = None
+
+    # ---- opening ----
+
+    @staticmethod
+    def exists(root: str | Path) -> bool:
+        return (Path(root) / PROGRESS).exists()
+
+    @classmethod
+    def create(cls, root: str | Path, config_text: str, fingerprint: str) -> RunStore:
+        root = Path(root)
+        if cls.exists(root):
+            raise RunDirError(f"{root}: already holds a run; resume it instead")
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RunDirError(f"{root}: cannot create run directory: {e.strerror}") from None
+        for name in (TASKS, REJECTED):  # a crash before the first progress.json leaves stale files
+            (root / name).write_bytes(b"")
+        write_atomic(root / CONFIG, f"# fingerprint: {fingerprint}\n{config_text}")
+        store = cls(root, new_progress(fingerprint))
+        store.lock()
+        write_atomic(root / PROGRESS, json.dumps(store.progress, indent=1))
+        return store
+
+    @classmethod
+    def open(cls, root: str | Path, lock: bool = True) -> RunStore:
+        """Open an existing run; with lock=True also cut torn writes (resume), else read-only."""
+        root = Path(root)
+        path = root / PROGRESS
+        if not root.is_dir():
+            raise RunDirError(f"{root}: no such run directory")
+        if not path.exists():
+            raise RunDirError(f"{path}: missing; {root} is not a run directory (or it never committed)")
+        try:
+            progress = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise RunDirError(f"{path}: damaged (not valid JSON: {e}); the run cannot be resumed safely") from None
+        if not isinstance(progress, dict) or progress.get("version") != VERSION or "sizes" not in progress:
+            raise RunDirError(f"{path}: not a selfinstruct v{VERSION} progress file")
+        store = cls(root, progress)
+        for name, size in progress["sizes"].items():
+            f = root / name
+            actual = f.stat().st_size if f.exists() else -1
+            if actual < size:
+                raise RunDirError(f"{f}: holds {max(actual, 0)} bytes but {size} were committed; "
+                                  "the run directory was damaged")
+        if lock:
+            store.lock()
+            store._truncate_uncommitted()
+        return store
+
+    def lock(self) -> None:
+        """Refuse a second process on the same run directory (advisory lock, released at exit)."""
+        try:
+            import fcntl
+        except ImportError:  # Windows: no advisory lock
+            return
+        fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise RunDirError(f"{self.root}: another selfinstruct process is running on this directory") from None
+        self._lock_fd = fd
+
+    def _truncate_uncommitted(self) -> None:
+        for name, size in self.progress["sizes"].items():
+            f = self.root / name
+            if f.stat().st_size > size:
+                with open(f, "r+b") as fh:
+                    fh.truncate(size)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+
+    # ---- reading ----
+
+    def _read_committed(self, name: str) -> list[dict]:
+        size = self.progress["sizes"][name]
+        path = self.root / name
+        with open(path, "rb") as f:
+            data = f.read(size)
+        rows = []
+        for n, line in enumerate(data.decode("utf-8").splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise RunDirError(f"{path}:{n}: damaged committed row ({e.msg})") from None
+        return rows
+
+    def tasks(self) -> list[Task]:
+        """Accepted machine tasks, in commit order."""
+        return [Task.from_json(r) for r in self._read_committed(TASKS)]
+
+    def rejected(self) -> list[dict]:
+        return self._read_committed(REJECTED)
+
+    def saved_config_text(self) -> str:
+        try:
+            return (self.root / CONFIG).read_text(encoding="utf-8")
+        except OSError as e:
+            raise RunDirError(f"{self.root / CONFIG}: cannot read saved config: {e.strerror}") from None
+
+    # ---- the one writer ----
+
+    def commit(self, accepted: list[dict], rejected: list[dict], progress: dict) -> None:
+        """Durably append rows, then publish `progress` (with new sizes) atomically."""
+        progress = copy.deepcopy(progress)
+        for name, rows in ((TASKS, accepted), (REJECTED, rejected)):
+            path = self.root / name
+            with open(path, "ab") as f:
+                if rows:
+                    f.write("".join(dumps(r) for r in rows).encode("utf-8"))
+                    f.flush()
+                    os.fsync(f.fileno())
+                progress["sizes"][name] = f.tell()
+        write_atomic(self.root / PROGRESS, json.dumps(progress, indent=1))
+        self.progress = progress
