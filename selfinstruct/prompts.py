@@ -149,7 +149,8 @@ def _fields(text: str) -> list[tuple[str, str]]:
 def parse_instances(completion: str, classification: bool) -> list[Instance]:
     """Parse the continuation of build_instance_prompt (which ended at 'Input:' or 'Class label:')."""
     first = "class label" if classification else "input"
-    fields = _fields(f"{first}: {completion.lstrip()}" if completion.strip() else "")
+    body = completion.lstrip(" \t")  # keep a leading newline: it means the first field is empty
+    fields = _fields(f"{first}: {body}" if completion.strip() else "")
     instances: list[Instance] = []
     if classification:
         label = None

@@ -1,0 +1,128 @@
+"""The real entry point in a subprocess: exit codes, messages, resume after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ROOT, rows
+
+FAST = ["model.backend=fake", "target=40", "max_rounds=3", "prompts_per_round=6", "prompts_per_batch=2"]
+
+
+def cli(*args, cwd=None, env=None, check_rc=None) -> subprocess.CompletedProcess:
+    e = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    p = subprocess.run([sys.executable, "-m", "selfinstruct", *map(str, args)], cwd=cwd or ROOT, env=e,
+                       capture_output=True, text=True, timeout=120)
+    if check_rc is not None:
+        assert p.returncode == check_rc, p.stderr
+    return p
+
+
+def test_validate_reports_every_problem_with_its_key():
+    p = cli("validate", "configs/default.yaml", "target=-1", "prompt.human_fraction=x", "model.nme=y")
+    assert p.returncode == 1
+    assert p.stderr.startswith("Error: configs/default.yaml: 3 problem(s)")
+    for key in ("target:", "prompt.human_fraction:", "model.nme: unknown key"):
+        assert key in p.stderr
+
+
+def test_bad_override_and_missing_config_fail_cleanly(tmp_path):
+    p = cli("run", "configs/default.yaml", "novalue")
+    assert p.returncode == 1 and "must look like key=value" in p.stderr and "Traceback" not in p.stderr
+    p = cli("run", tmp_path / "nope.yaml")
+    assert p.returncode == 1 and "cannot read config" in p.stderr
+
+
+def test_bad_seed_file_names_file_and_line(tmp_path):
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text('{"instruction": "ok task here", "output": "x"}\n{"instruction": 5}\n')
+    p = cli("validate", "configs/default.yaml", f"seed_tasks={seeds}")
+    assert p.returncode == 1 and f"{seeds}:2: 'instruction' must be a string" in p.stderr
+
+
+def test_run_status_export(tmp_path):
+    out = tmp_path / "run"
+    cli("run", "configs/default.yaml", *FAST, f"output_dir={out}", "--no-progress", check_rc=0)
+    tasks = rows(out / "tasks.jsonl")
+    assert len(tasks) >= 40
+    p = cli("status", out, check_rc=0)
+    assert "state: finished: target reached" in p.stdout and "per round:" in p.stdout
+    assert "lineage depth: 1:" in p.stdout and "rejected by stage:reason:" in p.stdout
+    cli("export", out, "--format", "alpaca", "-o", tmp_path / "a.jsonl", check_rc=0)
+    alpaca = rows(tmp_path / "a.jsonl")
+    assert len(alpaca) == sum(len(t["instances"]) for t in tasks)
+    assert set(alpaca[0]) == {"instruction", "input", "output"}
+    cli("export", out, "--format", "messages", "-o", tmp_path / "m.jsonl", check_rc=0)
+    msg = rows(tmp_path / "m.jsonl")[0]["messages"]
+    assert [m["role"] for m in msg] == ["user", "assistant"]
+    cli("export", out, "--format", "jsonl", "-o", tmp_path / "t.jsonl", check_rc=0)
+    assert rows(tmp_path / "t.jsonl") == tasks
+    # running a finished job again does no new work
+    before = (out / "tasks.jsonl").read_bytes()
+    cli("run", "configs/default.yaml", *FAST, f"output_dir={out}", "--no-progress", check_rc=0)
+    assert (out / "tasks.jsonl").read_bytes() == before
+
+
+def test_resume_refuses_decision_changes_and_allows_limits(tmp_path):
+    out = tmp_path / "run"
+    cli("run", "configs/default.yaml", *FAST, "target=10", f"output_dir={out}", "--no-progress", check_rc=0)
+    p = cli("run", "configs/default.yaml", *FAST, "target=10", "prompt.human_fraction=0.5", f"output_dir={out}")
+    assert p.returncode == 1 and "prompt.human_fraction: 0.75 -> 0.5" in p.stderr
+    n = len(rows(out / "tasks.jsonl"))
+    p = cli("resume", out, "target=30", "--no-progress", check_rc=0)
+    assert "target changed to 30" in p.stderr
+    assert len(rows(out / "tasks.jsonl")) >= 30 > n
+    p = cli("resume", out, "seed=3")
+    assert p.returncode == 1 and "seed: 0 -> 3" in p.stderr
+
+
+def test_status_and_export_on_a_non_run_directory(tmp_path):
+    p = cli("status", tmp_path)
+    assert p.returncode == 1 and p.stderr.startswith("Error: ") and "progress.json: missing" in p.stderr
+    p = cli("export", tmp_path / "none", "-o", tmp_path / "x.jsonl")
+    assert p.returncode == 1 and "no such run directory" in p.stderr
+
+
+def _cursor(run: Path) -> tuple[int, int]:
+    try:
+        c = json.loads((run / "progress.json").read_text())["cursor"]
+        return c["round"], c["batch"]
+    except (OSError, ValueError, KeyError):
+        return (0, 0)
+
+
+def test_sigkill_mid_round_then_resume_equals_uninterrupted(tmp_path):
+    args = ["configs/default.yaml", *FAST, "target=1000", "--no-progress"]
+    cli("run", *args, f"output_dir={tmp_path / 'ref'}", check_rc=0)
+    run = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SELFINSTRUCT_FAKE_DELAY": "0.03"}
+    # kill at three different points, each inside a round (after batch 1, mid round 2, mid round 3)
+    for stop_at in [(1, 1), (2, 2), (3, 1)]:
+        proc = subprocess.Popen([sys.executable, "-m", "selfinstruct", "run", *args, f"output_dir={run}"],
+                                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        while _cursor(run) < stop_at and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.005)
+        time.sleep(0.04)  # land somewhere inside the next batch
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert proc.returncode == -signal.SIGKILL, "job finished before it could be killed"
+    cli("run", *args, f"output_dir={run}", check_rc=0)
+    for name in ("tasks.jsonl", "rejected.jsonl"):
+        assert (run / name).read_bytes() == (tmp_path / "ref" / name).read_bytes()
+    ref, got = (json.loads((d / "progress.json").read_text()) for d in (tmp_path / "ref", run))
+    assert got["totals"]["accepted"] == ref["totals"]["accepted"] and got["rounds"] == ref["rounds"]
+
+
+@pytest.mark.parametrize("cfg", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
+def test_every_shipped_config_validates_through_the_cli(cfg):
+    p = cli("validate", f"configs/{cfg}", check_rc=0)
+    assert "OK (175 seed tasks" in p.stdout

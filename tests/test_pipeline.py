@@ -1,0 +1,181 @@
+"""Pipeline logic on a scripted fake LM: stages, accounting, determinism, resume, stop rules."""
+
+from __future__ import annotations
+
+import pytest
+
+from selfinstruct import prompts as P
+from selfinstruct.lm.fake import FakeLM
+from selfinstruct.store import RunStore
+from tests.helpers import cfg_for, make_seeds, release, rows, run_job
+
+
+def test_job_reaches_target_and_accounts_for_every_candidate(tmp_path):
+    cfg = cfg_for(tmp_path, target=25)
+    reason, store = run_job(cfg, make_seeds())
+    assert reason.startswith("target reached")
+    accepted, rejected = rows(tmp_path / "run/tasks.jsonl"), rows(tmp_path / "run/rejected.jsonl")
+    totals = store.progress["totals"]
+    assert len(accepted) == totals["accepted"] >= 25
+    assert len(accepted) + len(rejected) == totals["candidates"]
+    assert len({r["id"] for r in accepted + rejected}) == totals["candidates"]  # no candidate twice
+    for r in rejected:
+        assert r["stage"] in ("filter", "novelty", "instances") and r["reason"]
+    for task in accepted:
+        meta = task["meta"]
+        assert task["instances"] and meta["model"] == "fake" and meta["style"] == "self-instruct"
+        assert len(meta["human_examples"]) + len(meta["machine_examples"]) == cfg.prompt.num_examples
+        assert meta["nearest"]["score"] <= cfg.novelty.threshold
+        assert {"round", "batch", "depth", "generation"} <= set(meta)
+
+
+def test_same_config_gives_byte_identical_run(tmp_path):
+    seeds = make_seeds()
+    run_job(cfg_for(tmp_path / "a"), seeds)
+    run_job(cfg_for(tmp_path / "b"), seeds)
+    for name in ("tasks.jsonl", "rejected.jsonl"):
+        assert (tmp_path / "a/run" / name).read_bytes() == (tmp_path / "b/run" / name).read_bytes()
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashingLM(FakeLM):
+    """Dies on the n-th generate call, like a kill in the middle of a batch."""
+
+    def __init__(self, crash_at: int):
+        super().__init__()
+        self.calls, self.crash_at = 0, crash_at
+
+    def generate(self, prompts, params, seed):
+        self.calls += 1
+        if self.calls == self.crash_at:
+            raise Crash()
+        return super().generate(prompts, params, seed)
+
+
+@pytest.mark.parametrize("crash_at", [1, 2, 5, 9, 14])
+def test_crash_then_resume_equals_uninterrupted(tmp_path, crash_at):
+    seeds = make_seeds()
+    run_job(cfg_for(tmp_path / "ref"), seeds)
+    cfg = cfg_for(tmp_path / "x")
+    store = RunStore.create(cfg.output_dir, "", cfg.fingerprint())
+    with pytest.raises(Crash):
+        run_job(cfg, seeds, lm=CrashingLM(crash_at), store=store)
+    release(store)
+    # a torn, uncommitted write is left behind, as a kill during append would
+    with open(tmp_path / "x/run/tasks.jsonl", "a") as f:
+        f.write('{"id": "torn", "instr')
+    run_job(cfg, seeds)
+    for name in ("tasks.jsonl", "rejected.jsonl"):
+        assert (tmp_path / "x/run" / name).read_bytes() == (tmp_path / "ref/run" / name).read_bytes()
+
+
+def test_in_batch_near_duplicates_are_caught_in_candidate_order(tmp_path):
+    cfg = cfg_for(tmp_path, target=1, max_rounds=1, prompts_per_round=1, prompts_per_batch=1,
+                  prompt__new_per_prompt=3)
+    lm = FakeLM(replies=[" Name three rivers that flow through more than four countries\n"
+                         "Task 9: Name three rivers that flow through more than four countries today\n"
+                         "Task 10: Suggest a weekend hobby for someone who loves quiet evenings"])
+    run_job(cfg, make_seeds(), lm=lm)
+    rejected = rows(tmp_path / "run/rejected.jsonl")
+    assert [(r["id"], r["reason"], r["nearest"]) for r in rejected] == [("r1-b0-c1", "too_similar", "r1-b0-c0")]
+    assert rejected[0]["nearest_text"].startswith("Name three rivers")
+    accepted = rows(tmp_path / "run/tasks.jsonl")
+    assert [t["id"] for t in accepted] == ["r1-b0-c0", "r1-b0-c2"]
+    assert accepted[1]["meta"]["nearest"]["id"] in ("r1-b0-c0",) or accepted[1]["meta"]["nearest"]["score"] < 0.7
+
+
+def test_stall_guard_stops_a_job_that_accepts_nothing(tmp_path):
+    cfg = cfg_for(tmp_path, stall__rounds_without_accept=2, max_rounds=10)
+    seeds = make_seeds()
+    copy_seed = lambda prompt: " " + seeds[0].instruction  # noqa: E731 - every candidate duplicates a seed
+    lm = FakeLM(replies=[copy_seed] * 1000)
+    reason, store = run_job(cfg, seeds, lm=lm)
+    assert reason.startswith("stalled") and store.progress["cursor"]["round"] == 3
+    assert store.progress["totals"]["accepted"] == 0
+    assert {r["reason"] for r in rows(tmp_path / "run/rejected.jsonl")} == {"too_similar"}
+
+
+def test_round_limit(tmp_path):
+    reason, store = run_job(cfg_for(tmp_path, target=10_000, max_rounds=2), make_seeds())
+    assert reason.startswith("round limit reached: 2 rounds")
+    assert sorted(store.progress["rounds"]) == ["1", "2"]
+
+
+def test_round_samples_only_from_pool_as_it_stood_at_round_start(tmp_path):
+    cfg = cfg_for(tmp_path, target=10_000, max_rounds=3, prompt__human_fraction=0.0)
+    run_job(cfg, make_seeds())
+    accepted = rows(tmp_path / "run/tasks.jsonl")
+    order = {t["id"]: (t["meta"]["round"]) for t in accepted}
+    for t in accepted:
+        r = t["meta"]["round"]
+        assert all(order[m] < r for m in t["meta"]["machine_examples"])  # never this round's tasks
+        if r == 1:
+            assert t["meta"]["machine_examples"] == [] and t["meta"]["depth"] == 1
+        else:  # fraction 0.0: all machine once the round-start pool holds k tasks
+            assert len(t["meta"]["machine_examples"]) == cfg.prompt.num_examples
+            deepest = max(next(x for x in accepted if x["id"] == m)["meta"]["depth"]
+                          for m in t["meta"]["machine_examples"])
+            assert t["meta"]["depth"] == deepest + 1
+
+
+def test_schedule_changes_the_mix_across_rounds(tmp_path):
+    cfg = cfg_for(tmp_path, target=10_000, max_rounds=3, prompt__schedule={"start": 1.0, "end": 0.25, "rounds": 3})
+    _, store = run_job(cfg, make_seeds())
+    fractions = [store.progress["rounds"][str(r)]["human_fraction"] for r in (1, 2, 3)]
+    assert fractions == [1.0, 0.625, 0.25]
+    accepted = rows(tmp_path / "run/tasks.jsonl")
+    assert all(not t["meta"]["machine_examples"] for t in accepted if t["meta"]["round"] == 1)
+    assert all(len(t["meta"]["machine_examples"]) == 6 for t in accepted if t["meta"]["round"] == 3)
+
+
+def test_alpaca_style_takes_instances_from_the_generation_prompt(tmp_path):
+    cfg = cfg_for(tmp_path, style="alpaca", target=10, prompt__num_examples=3, prompt__human_fraction=1.0)
+    lm = FakeLM()
+    run_job(cfg, make_seeds(), lm=lm)
+    assert all(p.startswith(P.ALPACA_HEADER) for p, _, _ in lm.history)  # one prompt kind only
+    accepted = rows(tmp_path / "run/tasks.jsonl")
+    assert len(accepted) >= 10 and all(len(t["instances"]) == 1 for t in accepted)
+
+
+def test_classification_routes_instances_output_first(tmp_path):
+    cfg = cfg_for(tmp_path, target=1, max_rounds=1, prompts_per_round=1, prompts_per_batch=1)
+    lm = FakeLM(replies=[" Classify the mood of this sentence as happy or sad\nTask 10: Plan a picnic menu for six people",
+                         " Yes", " No",
+                         " happy\nInput: I won the race!\nClass label: sad\nInput: My dog ran away.",
+                         " \nOutput: Sandwiches, fruit, lemonade.\nExample 2\nInput:\nOutput: Salad and wraps."])
+    run_job(cfg, make_seeds(), lm=lm)
+    prompts = [p for p, _, _ in lm.history]
+    assert prompts[3].startswith(P.OUTPUT_FIRST_HEADER) and prompts[4].startswith(P.INPUT_FIRST_HEADER)
+    accepted = {t["instruction"]: t for t in rows(tmp_path / "run/tasks.jsonl")}
+    mood = accepted["Classify the mood of this sentence as happy or sad"]
+    assert mood["is_classification"] is True
+    assert [(i["input"], i["output"]) for i in mood["instances"]] == [("I won the race!", "happy"),
+                                                                       ("My dog ran away.", "sad")]
+    picnic = accepted["Plan a picnic menu for six people"]
+    assert picnic["is_classification"] is False
+    # two answers to the same (empty) input: the first is kept
+    assert [(i["input"], i["output"]) for i in picnic["instances"]] == [("", "Sandwiches, fruit, lemonade.")]
+
+
+def test_instance_stage_rejects_tasks_left_without_instances(tmp_path):
+    cfg = cfg_for(tmp_path, target=1, max_rounds=1, prompts_per_round=1, prompts_per_batch=1)
+    lm = FakeLM(replies=[" Describe the smell of rain to someone who has never noticed it", " No", " \nOutput:"])
+    run_job(cfg, make_seeds(), lm=lm)
+    rejected = rows(tmp_path / "run/rejected.jsonl")
+    assert [(r["stage"], r["reason"]) for r in rejected] == [("instances", "empty_output")]
+
+
+def test_unknown_seed_classification_is_decided_once_and_saved(tmp_path):
+    seeds = make_seeds()
+    for s in seeds[:4]:
+        s.is_classification = None
+    cfg = cfg_for(tmp_path, target=3)
+    _, store = run_job(cfg, seeds)
+    assert set(store.progress["seed_classification"]) == {"s0", "s1", "s2", "s3"}
+    lm = FakeLM()
+    store2 = RunStore.open(cfg.output_dir)
+    run_job(cfg, seeds, lm=lm, store=store2)
+    assert not any(p.startswith(P.CLASSIFY_HEADER) and "Seed task number" in p for p, _, _ in lm.history)
