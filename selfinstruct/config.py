@@ -137,7 +137,7 @@ def _type_ok(value, tp) -> bool:
 def _build(cls, data, path: str, errors: list[str]):
     """Build dataclass `cls` from `data`, appending one message per problem to `errors`."""
     if not isinstance(data, dict):
-        errors.append(f"{path or 'config'}: expected a mapping, got {type(data).__name__}")
+        errors.append(f"{path.rstrip('.') or 'config'}: expected a mapping, got {type(data).__name__}")
         return cls()
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
@@ -189,7 +189,7 @@ def _validate_cross(cfg: Config, errors: list[str]) -> None:
 def parse_override(text: str) -> tuple[str, object]:
     """'prompt.human_fraction=0.5' -> ('prompt.human_fraction', 0.5); YAML typing for the value."""
     key, sep, raw = text.partition("=")
-    if not sep or not key.strip() or " " in key.strip():
+    if not sep or not key.strip() or " " in key.strip() or "" in key.strip().split("."):
         raise ConfigError(f"override {text!r} must look like key=value, e.g. prompt.human_fraction=0.5")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
@@ -211,8 +211,7 @@ def _set_dotted(data: dict, key: str, value) -> None:
 def from_dict(data: dict, source: str = "config") -> Config:
     errors: list[str] = []
     cfg = _build(Config, data, "", errors)
-    if not errors:
-        _validate_cross(cfg, errors)
+    _validate_cross(cfg, errors)  # always: every problem at once (fields that failed hold their defaults)
     if errors:
         raise ConfigError(f"{source}: {len(errors)} problem(s):\n  " + "\n  ".join(errors))
     return cfg
@@ -224,6 +223,8 @@ def load(path: str | Path, overrides: list[str] = ()) -> Config:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     return load_text(text, str(path), overrides)
 
 

@@ -28,7 +28,9 @@ def length(text: str, cfg: FilterConfig) -> str | None:
 def blacklist(text: str, cfg: FilterConfig) -> str | None:
     lowered = text.lower()
     for word in cfg.blacklist:
-        if re.search(rf"\b{re.escape(word.lower())}\b", lowered):
+        # Whole words/phrases only ("mapping" is not "map"); lookarounds, not \b, so "c++" works too.
+        phrase = r"\s+".join(map(re.escape, word.lower().split()))
+        if re.search(rf"(?<!\w){phrase}(?!\w)", lowered):
             return "blacklist"
     return None
 
@@ -38,11 +40,13 @@ def program(text: str, cfg: FilterConfig) -> str | None:
 
 
 def punctuation(text: str, cfg: FilterConfig) -> str | None:
-    return "leading_punctuation" if text[:1] in string.punctuation else None
+    first = text.lstrip()[:1]  # "" is `in` every string, so test emptiness first
+    return "leading_punctuation" if first and first in string.punctuation else None
 
 
 def ascii_start(text: str, cfg: FilterConfig) -> str | None:
-    return "non_ascii_start" if text[:1] and not text[:1].isascii() else None
+    first = text.lstrip()[:1]
+    return "non_ascii_start" if first and not first.isascii() else None
 
 
 INSTRUCTION_FILTERS: dict[str, InstructionFilter] = {

@@ -58,8 +58,9 @@ def split(k: int, fraction: float, machine_available: int) -> tuple[int, int]:
 def sample_examples(rng: random.Random, humans: list[Task], machines: list[Task], k: int,
                     fraction: float) -> list[Task]:
     """k distinct examples (fewer only if the whole pool is smaller), shuffled."""
-    n_human, n_machine = split(k, fraction, len(machines))
+    n_human, _ = split(k, fraction, len(machines))
     n_human = min(n_human, len(humans))
+    n_machine = min(k - n_human, len(machines))  # too few humans: top up with machine tasks
     chosen = rng.sample(humans, n_human) + rng.sample(machines, n_machine)
     rng.shuffle(chosen)
     return chosen

@@ -70,7 +70,8 @@ def instruction_stops(num_examples: int, new_per_prompt: int) -> tuple[str, ...]
     return (f"Task {num_examples + new_per_prompt + 1}:", "\n\n")
 
 
-_TASK_LINE = re.compile(r"^\s*(?:task\s*)?#?\s*\d+\s*[:.)\-]\s*(.*)$", re.IGNORECASE)
+# (?!\d): "3.5 cups" or "2-3 words" opening a continuation line is not a new item.
+_TASK_LINE = re.compile(r"^\s*(?:task\s*)?#?\s*\d+\s*[:.)\-](?!\d)\s*(.*)$", re.IGNORECASE)
 
 
 def parse_instructions(completion: str) -> list[str]:
@@ -203,7 +204,7 @@ def parse_alpaca(completion: str) -> list[tuple[str, Instance | None]]:
         if k == 0:
             block = block.lstrip("\n")
         else:
-            block = re.sub(r"^\s*\d+\s*\.\s*Instruction\s*:", "", block, flags=re.IGNORECASE)
+            block = re.sub(r"^\s*(?:\d+\s*\.\s*)?Instruction\s*:", "", block, flags=re.IGNORECASE)
         if not block.strip():
             continue
         m = _ALPACA_ITEM.match(block)

@@ -95,11 +95,16 @@ def load_seeds(path: str | Path) -> list[Task]:
     """
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        data = path.read_bytes()
     except OSError as e:
         raise DataError(f"{path}: cannot read seed file: {e.strerror}") from None
+    try:
+        text = data.decode("utf-8").removeprefix("\ufeff")  # tolerate a BOM from Windows editors
     except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        line = data[:e.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    # Split on "\n" only: str.splitlines() also breaks at U+2028, U+0085 etc., which JSON strings may hold raw.
+    lines = text.split("\n")
     tasks: list[Task] = []
     by_instruction: dict[str, Task] = {}
     ids: dict[str, int] = {}

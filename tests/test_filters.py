@@ -1,0 +1,274 @@
+"""Instruction filters (keep/drop with a reason, in config order) and instance filters (counted reasons)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from selfinstruct import config as C
+from selfinstruct import filters as F
+from selfinstruct.records import Instance
+
+CFG = C.FilterConfig()
+
+
+def fcfg(**over) -> C.FilterConfig:
+    return C.FilterConfig(**over)
+
+
+def test_registry_matches_config_names():
+    assert tuple(F.INSTRUCTION_FILTERS) == C.INSTRUCTION_FILTERS
+
+
+# ---- length ----
+
+@pytest.mark.parametrize("text, reason", [
+    ("", "empty"), ("   \n", "empty"),
+    ("Do it", "too_short"), ("Do it now", "too_short"),
+    ("Do it now please", None),  # exactly min_words (4)
+    (" ".join(["word"] * 150), None),  # exactly max_words
+    (" ".join(["word"] * 151), "too_long"),
+])
+def test_length_default_bounds(text, reason):
+    assert F.length(text, CFG) == reason
+    assert F.check_instruction(text, CFG) == reason
+
+
+def test_length_bounds_follow_config():
+    cfg = fcfg(min_words=2, max_words=3)
+    assert F.length("One", cfg) == "too_short"
+    assert F.length("One two", cfg) is None
+    assert F.length("One two three", cfg) is None
+    assert F.length("One two three four", cfg) == "too_long"
+    assert F.length("a\tb\n c", cfg) is None  # any whitespace separates words
+
+
+# ---- blacklist ----
+
+@pytest.mark.parametrize("text", [
+    "Draw a cat sitting on a mat.",
+    "Describe the image below in detail.",
+    "Explain how to go to the nearest station.",
+    "Explain how to go  to the station from here.",  # the phrase with odd spacing
+    "Summarize the FILE contents for me.",  # any case
+    "Which map projection distorts area least?",
+    "Plot these numbers as a chart.",
+    "Write a review of this music, please.",
+    "Describe the graph's main trend.",  # punctuation after the word
+])
+def test_blacklist_drops_whole_words(text):
+    assert F.blacklist(text, CFG) == "blacklist"
+    assert F.check_instruction(text, CFG) == "blacklist"
+
+
+@pytest.mark.parametrize("text", [
+    "Describe the mapping between keys and values.",  # "mapping" is not "map"
+    "Give me a drawing tip for beginners.",  # "drawing" is not "draw"
+    "Summarize the plotline of Hamlet briefly.",
+    "Update the user profile description text.",  # "profile" holds "file"
+    "Imagine a city on the ocean floor.",  # "imagine" is not "image"
+    "Say what happened a long time ago today.",  # "ago to" is not "go to"
+    "Give the algorithm a name, please.",
+    "Explain why musicians practice scales daily.",
+])
+def test_blacklist_keeps_words_that_only_contain_a_blacklisted_one(text):
+    assert F.blacklist(text, CFG) is None
+    assert F.check_instruction(text, CFG) is None
+
+
+def test_blacklist_follows_config_and_handles_symbols():
+    cfg = fcfg(blacklist=["c++", "real time"])
+    assert F.blacklist("Explain c++ templates with care.", cfg) == "blacklist"
+    assert F.blacklist("Explain the c++ language.", cfg) == "blacklist"
+    assert F.blacklist("Show the weather in real time.", cfg) == "blacklist"
+    assert F.blacklist("Draw a picture of a house.", cfg) is None  # not in this list
+    assert F.blacklist("Explain abc++ syntax to me.", cfg) is None
+    assert F.blacklist("Anything at all goes here.", fcfg(blacklist=[])) is None
+
+
+# ---- program tasks ----
+
+@pytest.mark.parametrize("text", [
+    "Write a Python program that sorts a list of numbers.",
+    "Write a program to compute prime numbers.",
+    "write a C++ program that prints hello.",
+    "Please write a script that renames files in bulk.",
+    "Create a simple web application for notes.",
+    "Develop an app that tracks daily water intake.",
+    "Implement a command-line program for todo lists.",
+    "  Write the Java program described below.",
+])
+def test_program_tasks_dropped(text):
+    assert F.program(text, CFG) == "program_task"
+
+
+@pytest.mark.parametrize("text", [
+    "Write a poem about the sea at night.",
+    "Write a Python function that reverses a string.",
+    "Explain what a computer program does in simple terms.",
+    "Fix the bug in this Python snippet.",
+    "Describe the best app for learning languages.",
+    "Write a short story about a programmer.",
+    "Create a list of programming languages and their uses.",
+])
+def test_non_program_tasks_kept(text):
+    assert F.program(text, CFG) is None
+    assert F.check_instruction(text, CFG) is None
+
+
+# ---- punctuation and non-ASCII start ----
+
+@pytest.mark.parametrize("text", ['"Quote" this sentence back to me.', "?Why is the sky blue today",
+                                  "(Optional) describe your favourite season.", "- List three fruits please.",
+                                  "  ...and then what happened next?", "#1 tip for good sleep habits."])
+def test_leading_punctuation_dropped(text):
+    assert F.punctuation(text, CFG) == "leading_punctuation"
+
+
+@pytest.mark.parametrize("text", ["Why is the sky blue?", "3 reasons to learn to cook at home.",
+                                  "Tell me: what is a verb?", ""])
+def test_no_leading_punctuation_kept(text):
+    assert F.punctuation(text, CFG) is None
+
+
+@pytest.mark.parametrize("text", ["\u00c9crivez un po\u00e8me sur la mer.", "\u00bfQu\u00e9 hora es ahora mismo?",
+                                  "\u65e5\u672c\u306e\u9996\u90fd\u306f\u3069\u3053\u3067\u3059\u304b",
+                                  "\u201cQuote\u201d this sentence for me.", " \u00c9crivez une lettre \u00e0 Paul."])
+def test_non_ascii_start_dropped(text):
+    assert F.ascii_start(text, CFG) == "non_ascii_start"
+
+
+@pytest.mark.parametrize("text", ["Translate 'caf\u00e9' into English please.", "Explain \u03c0 to a child.", ""])
+def test_ascii_start_kept(text):
+    assert F.ascii_start(text, CFG) is None
+
+
+# ---- check_instruction: order and enabled set ----
+
+def test_config_order_decides_the_reported_reason():
+    text = "?Draw"  # too short, blacklisted, leading punctuation
+    assert F.check_instruction(text, CFG) == "too_short"
+    assert F.check_instruction(text, fcfg(instruction=["punctuation", "length", "blacklist"])) == "leading_punctuation"
+    assert F.check_instruction(text, fcfg(instruction=["blacklist", "length"])) == "blacklist"
+
+
+def test_disabled_filters_do_not_run(monkeypatch):
+    def boom(text, cfg):
+        raise AssertionError("a disabled filter ran")
+
+    for name in ("blacklist", "program", "ascii_start"):
+        monkeypatch.setitem(F.INSTRUCTION_FILTERS, name, boom)
+    cfg = fcfg(instruction=["length", "punctuation"])
+    assert F.check_instruction("Write a Python program to draw a map.", cfg) is None
+    assert F.check_instruction("!Write something here now.", cfg) == "leading_punctuation"
+
+
+def test_no_filters_keeps_all_but_blank():
+    cfg = fcfg(instruction=[])
+    assert F.check_instruction("?Draw", cfg) is None
+    assert F.check_instruction("  ", cfg) == "empty"
+
+
+def test_clean_instruction_passes_every_default_filter():
+    text = "Suggest a name for a bakery that sells only bread."
+    assert all(F.INSTRUCTION_FILTERS[n](text, CFG) is None for n in CFG.instruction)
+
+
+# ---- instance filters ----
+
+def insts(*pairs) -> list[Instance]:
+    return [Instance(a, b) for a, b in pairs]
+
+
+def test_empty_output_dropped():
+    kept, dropped = F.filter_instances(insts(("a", ""), ("b", "  \n"), ("c", "ok")), CFG)
+    assert kept == insts(("c", "ok"))
+    assert dropped == Counter({"empty_output": 2})
+
+
+def test_output_equal_to_input_dropped():
+    kept, dropped = F.filter_instances(insts(("same", "same"), (" same ", "same\n"), ("", "x"), ("in", "out")), CFG)
+    assert kept == insts(("", "x"), ("in", "out"))
+    assert dropped == Counter({"output_equals_input": 2})
+
+
+def test_conflicting_outputs_for_one_input_all_dropped():
+    kept, dropped = F.filter_instances(insts(("x", "a"), ("y", "c"), ("x", "b"), ("x", "a")), CFG)
+    assert kept == insts(("y", "c"))
+    assert dropped == Counter({"conflicting_outputs": 3})
+
+
+def test_conflicting_outputs_for_empty_input_keep_the_first():
+    kept, dropped = F.filter_instances(insts(("", "first"), ("", "second"), ("q", "r"), ("", "third")), CFG)
+    assert kept == insts(("", "first"), ("q", "r"))
+    assert dropped == Counter({"conflicting_outputs": 2})
+
+
+def test_same_output_twice_is_a_duplicate_not_a_conflict():
+    kept, dropped = F.filter_instances(insts(("x", "a"), ("x ", " a"), ("", "z"), ("", "z")), CFG)
+    assert kept == insts(("x", "a"), ("", "z"))
+    assert dropped == Counter({"duplicate_instance": 2})
+
+
+def test_max_instances_cap_keeps_the_first():
+    rows = insts(*[(f"in{i}", f"out{i}") for i in range(8)])
+    kept, dropped = F.filter_instances(rows, CFG)
+    assert kept == rows[:CFG.max_instances]
+    assert dropped == Counter({"over_max_instances": 8 - CFG.max_instances})
+    kept, dropped = F.filter_instances(rows, fcfg(max_instances=2))
+    assert kept == rows[:2] and dropped == Counter({"over_max_instances": 6})
+
+
+def test_cap_applies_after_other_filters():
+    rows = insts(("a", ""), ("b", "1"), ("c", "2"), ("d", "3"))
+    kept, dropped = F.filter_instances(rows, fcfg(max_instances=2))
+    assert kept == insts(("b", "1"), ("c", "2"))
+    assert dropped == Counter({"empty_output": 1, "over_max_instances": 1})
+
+
+def test_mixed_reasons_are_all_counted():
+    rows = insts(("a", ""), ("b", "b"), ("c", "1"), ("c", "2"), ("d", "x"), ("d", "x"), ("e", "y"))
+    kept, dropped = F.filter_instances(rows, CFG)
+    assert kept == insts(("d", "x"), ("e", "y"))
+    assert dropped == Counter({"empty_output": 1, "output_equals_input": 1, "conflicting_outputs": 2,
+                               "duplicate_instance": 1})
+
+
+def test_counter_has_no_zero_entries():
+    _, dropped = F.filter_instances(insts(("a", "b")), CFG)
+    assert dropped == Counter() and not dropped
+
+
+@pytest.mark.parametrize("disabled, rows, expect_kept", [
+    ("empty_output", [("a", ""), ("", "")], [("a", ""), ("", "")]),  # no input to echo: not output_equals_input
+    ("output_equals_input", [("a", "a")], [("a", "a")]),
+    ("conflicting", [("x", "1"), ("x", "2")], [("x", "1"), ("x", "2")]),
+    ("duplicate", [("x", "1"), ("x", "1")], [("x", "1"), ("x", "1")]),
+])
+def test_disabled_instance_filter_does_not_run(disabled, rows, expect_kept):
+    cfg = fcfg(instance=[n for n in C.INSTANCE_FILTERS if n != disabled])
+    kept, dropped = F.filter_instances(insts(*rows), cfg)
+    assert kept == insts(*expect_kept) and not dropped
+    kept_all, dropped_all = F.filter_instances(insts(*rows), CFG)
+    assert len(kept_all) < len(rows) and sum(dropped_all.values()) == len(rows) - len(kept_all)
+
+
+_SMALL = st.sampled_from(["", " ", "a", "b", "a ", "yes", "no"])
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(_SMALL, _SMALL), max_size=12), st.integers(1, 6))
+def test_instance_filter_invariants(pairs, cap):
+    rows = insts(*pairs)
+    cfg = fcfg(max_instances=cap)
+    kept, dropped = F.filter_instances(rows, cfg)
+    assert len(kept) + sum(dropped.values()) == len(rows)  # every instance kept or counted once
+    assert len(kept) <= cap and all(v > 0 for v in dropped.values())
+    assert all(k.output and k.output == k.output.strip() and k.input == k.input.strip() for k in kept)
+    assert all(k.output != k.input for k in kept if k.input)
+    assert len({k.input for k in kept}) == len(kept)  # one answer per input: no conflicts, no duplicates
+    assert set(dropped) <= {"empty_output", "output_equals_input", "conflicting_outputs", "duplicate_instance",
+                            "over_max_instances"}
