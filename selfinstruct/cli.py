@@ -180,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     except SelfInstructError as e:
         print(f"Error: {e}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `selfinstruct status run | head`: the reader left; not an error
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("Interrupted: every committed batch is saved; run the same command again to resume.",
               file=sys.stderr)

@@ -17,7 +17,7 @@ STYLES = ("self-instruct", "alpaca")
 BACKENDS = ("hf", "fake")
 TOKENIZERS = ("rouge", "unicode")
 INSTRUCTION_FILTERS = ("length", "blacklist", "program", "punctuation", "ascii_start")
-INSTANCE_FILTERS = ("empty_output", "output_equals_input", "conflicting", "duplicate")
+INSTANCE_FILTERS = ("empty_output", "output_equals_input", "repetitive", "conflicting", "duplicate")
 
 # Self-Instruct's keyword blacklist: tasks a text-only LM cannot do.
 DEFAULT_BLACKLIST = ["image", "images", "graph", "graphs", "picture", "pictures", "file", "files",

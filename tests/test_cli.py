@@ -17,10 +17,10 @@ from tests.helpers import ROOT, rows
 FAST = ["model.backend=fake", "target=40", "max_rounds=3", "prompts_per_round=6", "prompts_per_batch=2"]
 
 
-def cli(*args, cwd=None, env=None, check_rc=None) -> subprocess.CompletedProcess:
+def cli(*args, cwd=None, env=None, check_rc=None, timeout=120) -> subprocess.CompletedProcess:
     e = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     p = subprocess.run([sys.executable, "-m", "selfinstruct", *map(str, args)], cwd=cwd or ROOT, env=e,
-                       capture_output=True, text=True, timeout=120)
+                       capture_output=True, text=True, timeout=timeout)
     if check_rc is not None:
         assert p.returncode == check_rc, p.stderr
     return p

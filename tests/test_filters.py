@@ -272,3 +272,20 @@ def test_instance_filter_invariants(pairs, cap):
     assert len({k.input for k in kept}) == len(kept)  # one answer per input: no conflicts, no duplicates
     assert set(dropped) <= {"empty_output", "output_equals_input", "conflicting_outputs", "duplicate_instance",
                             "over_max_instances"}
+
+
+def test_repetitive_outputs_are_dropped_and_prose_kept():
+    from selfinstruct.config import FilterConfig
+    from selfinstruct.filters import filter_instances, is_repetitive
+    from selfinstruct.records import Instance
+
+    loop = "Burgers are a favorite of mine.\n" * 6
+    assert is_repetitive(loop) and is_repetitive("1" + "0" * 120)
+    assert not is_repetitive("Burgers are a favorite of mine.\n" * 2)  # short: not judged
+    prose = ("1. Two dice have 6 x 6 = 36 equally likely outcomes.\n2. The pairs that sum to 8 are five.\n"
+             "3. Probability = 5 / 36.\nAnswer: 5/36")
+    assert not is_repetitive(prose)
+    kept, dropped = filter_instances([Instance("", loop), Instance("x", prose)], FilterConfig())
+    assert [i.output for i in kept] == [prose] and dropped == {"repetitive": 1}
+    kept, dropped = filter_instances([Instance("", loop)], FilterConfig(instance=["empty_output"]))
+    assert len(kept) == 1 and not dropped  # disabled filters do not run

