@@ -34,8 +34,7 @@ class Candidate:
     instruction: str
     prompt_index: int
     examples: list[Task]
-    instances: list[Instance] = field(default_factory=list)
-    parsed_instance: bool = False  # alpaca style: the generation prompt already gave an instance
+    instances: list[Instance] = field(default_factory=list)  # alpaca style: from the generation prompt
     is_classification: bool | None = None
     score: float = 0.0
     nearest: str | None = None
@@ -199,8 +198,7 @@ class Pipeline:
         for j, (ex, comp) in enumerate(zip(example_sets, completions)):
             if cfg.style == "alpaca":
                 for instruction, inst in P.parse_alpaca(comp.text):
-                    out.append(Candidate(f"r{r}-b{b}-c{len(out)}", instruction, j, ex,
-                                         [inst] if inst else [], parsed_instance=True))
+                    out.append(Candidate(f"r{r}-b{b}-c{len(out)}", instruction, j, ex, [inst] if inst else []))
             else:
                 for instruction in P.parse_instructions(comp.text):
                     out.append(Candidate(f"r{r}-b{b}-c{len(out)}", instruction, j, ex))
