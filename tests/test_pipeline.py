@@ -84,7 +84,6 @@ def test_in_batch_near_duplicates_are_caught_in_candidate_order(tmp_path):
     assert rejected[0]["nearest_text"].startswith("Name three rivers")
     accepted = rows(tmp_path / "run/tasks.jsonl")
     assert [t["id"] for t in accepted] == ["r1-b0-c0", "r1-b0-c2"]
-    assert accepted[1]["meta"]["nearest"]["id"] in ("r1-b0-c0",) or accepted[1]["meta"]["nearest"]["score"] < 0.7
 
 
 def test_stall_guard_stops_a_job_that_accepts_nothing(tmp_path):
