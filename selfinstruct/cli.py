@@ -66,9 +66,7 @@ def _execute(cfg: C.Config, run_dir: Path, progress_bar: bool) -> int:
                 log.info("resume: %s changed to %r (allowed: it only decides when the job stops)",
                          k, C.flatten(cfg.to_dict())[k])
         if safe:
-            from selfinstruct.store import CONFIG, write_atomic
-
-            write_atomic(run_dir / CONFIG, f"# fingerprint: {cfg.fingerprint()}\n{C.dump(cfg)}")
+            store.save_config(C.dump(cfg), cfg.fingerprint())
         if store.progress.get("stop_reason"):
             store.progress["stop_reason"] = None  # re-evaluated against the (possibly raised) limits
         log.info("resuming %s at round %d batch %d (%d tasks accepted)", run_dir,

@@ -36,7 +36,8 @@ def new_progress(fingerprint: str) -> dict:
     }
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a rename inside `path` durable (a no-op where directories cannot be fsynced)."""
     with suppress(OSError):  # not supported on every platform/filesystem
         fd = os.open(path, os.O_RDONLY)
         try:
@@ -52,7 +53,7 @@ def write_atomic(path: Path, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 class RunStore:
@@ -80,8 +81,8 @@ class RunStore:
             raise RunDirError(f"{root}: cannot create run directory: {e.strerror}") from None
         for name in (TASKS, REJECTED):  # a crash before the first progress.json leaves stale files
             (root / name).write_bytes(b"")
-        write_atomic(root / CONFIG, f"# fingerprint: {fingerprint}\n{config_text}")
         store = cls(root, new_progress(fingerprint))
+        store.save_config(config_text, fingerprint)
         store.lock()
         write_atomic(root / PROGRESS, json.dumps(store.progress, indent=1))
         return store
@@ -158,6 +159,9 @@ class RunStore:
 
     def rejected(self) -> list[dict]:
         return self._read_committed(REJECTED)
+
+    def save_config(self, config_text: str, fingerprint: str) -> None:
+        write_atomic(self.root / CONFIG, f"# fingerprint: {fingerprint}\n{config_text}")
 
     def saved_config_text(self) -> str:
         try:

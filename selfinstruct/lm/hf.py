@@ -18,6 +18,7 @@ from pathlib import Path
 
 from selfinstruct.errors import ModelError
 from selfinstruct.lm.base import Completion, GenerationParams, apply_stop
+from selfinstruct.store import fsync_dir
 
 log = logging.getLogger("selfinstruct")
 
@@ -97,7 +98,7 @@ def cached_gguf_dir(gguf: Path, cache_dir: Path) -> Path:
             if not (final / "config.json").is_file():
                 raise
             log.info("another process cached %s first; using its copy", gguf.name)  # lost a benign race
-        _fsync_dir(root)
+        fsync_dir(root)
     except OSError as err:
         raise ModelError(f"cannot write the converted model to {root}: {err}") from err
     finally:
@@ -151,20 +152,7 @@ def _fsync_tree(folder: Path) -> None:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-    _fsync_dir(folder)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return  # some platforms cannot open a directory
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    fsync_dir(folder)
 
 
 def _version(package: str) -> str:
