@@ -16,8 +16,11 @@ from selfinstruct.errors import ConfigError
 STYLES = ("self-instruct", "alpaca")
 BACKENDS = ("hf", "fake")
 TOKENIZERS = ("rouge", "unicode")
-INSTRUCTION_FILTERS = ("length", "blacklist", "program", "punctuation", "ascii_start")
-INSTANCE_FILTERS = ("empty_output", "output_equals_input", "repetitive", "conflicting", "duplicate")
+# Filter names, in their default order (cheap first); filters.py holds what each one does.
+INSTRUCTION_FILTERS = ("length", "blacklist", "program", "punctuation", "ascii_start", "leaked_markers",
+                       "truncated", "not_a_task", "repeated_phrase")
+INSTANCE_FILTERS = ("empty_output", "marker_only", "output_equals_input", "leaked_markers", "truncated",
+                    "looping", "repetitive", "repeated_phrase", "foreign_label", "conflicting", "duplicate")
 
 # Self-Instruct's keyword blacklist: tasks a text-only LM cannot do.
 DEFAULT_BLACKLIST = ["image", "images", "graph", "graphs", "picture", "pictures", "file", "files",
@@ -45,6 +48,23 @@ class SamplingConfig:
     temperature: float = field(default=0.7, metadata=_check(lambda v: v >= 0, ">= 0 (0 = greedy)"))
     top_p: float = field(default=0.5, metadata=_check(lambda v: 0 < v <= 1, "in (0, 1]"))
     max_new_tokens: int = field(default=256, metadata=_check(lambda v: v >= 1, ">= 1"))
+    # Over the completion only (never the few-shot prompt): 1.0 / 0 = off.
+    repetition_penalty: float = field(default=1.0, metadata=_check(lambda v: v > 0, "> 0 (1.0 = off)"))
+    no_repeat_ngram_size: int = field(default=0, metadata=_check(lambda v: v >= 0, ">= 0 (0 = off)"))
+
+
+RESPONSES = ("auto", "chat", "fewshot")
+
+
+@dataclass
+class InstancesConfig(SamplingConfig):
+    """Sampling for inputs (and few-shot outputs), plus how outputs are written."""
+
+    # chat: each output answers instruction + input as one user turn through the model's chat template;
+    # fewshot: outputs come from the instance prompt; auto: chat when the model has a chat template.
+    response: str = field(default="auto", metadata=_check(lambda v: v in RESPONSES, f"one of {RESPONSES}"))
+    # A task is classification when log P(" Yes") - log P(" No") to the classification question exceeds this.
+    classification_margin: float = 0.5
 
 
 @dataclass
@@ -65,6 +85,10 @@ class FilterConfig:
     blacklist: list = field(default_factory=lambda: list(DEFAULT_BLACKLIST))
     instance: list = field(default_factory=lambda: list(INSTANCE_FILTERS))
     max_instances: int = field(default=5, metadata=_check(lambda v: v >= 1, ">= 1"))
+    # repeated_phrase: an n-gram of this many words may not repeat in an instruction, nor occur more
+    # than repeat_limit times in an input or output (the human seeds: at most 1 and 3 times for 5-grams).
+    repeat_ngram: int = field(default=5, metadata=_check(lambda v: v >= 1, ">= 1"))
+    repeat_limit: int = field(default=3, metadata=_check(lambda v: v >= 1, ">= 1"))
 
 
 @dataclass
@@ -90,7 +114,8 @@ class Config:
     prompts_per_batch: int = field(default=8, metadata=_check(lambda v: v >= 1, ">= 1"))
     model: ModelConfig = field(default_factory=ModelConfig)
     generation: SamplingConfig = field(default_factory=SamplingConfig)  # instruction generation
-    instances: SamplingConfig = field(default_factory=lambda: SamplingConfig(0.0, 1.0, 256))
+    instances: InstancesConfig = field(default_factory=lambda: InstancesConfig(0.0, 1.0, 256))
+    answers: SamplingConfig = field(default_factory=lambda: SamplingConfig(0.0, 1.0, 256, 1.15))  # chat outputs
     prompt: PromptConfig = field(default_factory=PromptConfig)
     filters: FilterConfig = field(default_factory=FilterConfig)
     novelty: NoveltyConfig = field(default_factory=NoveltyConfig)

@@ -7,6 +7,7 @@ batch order then candidate order, so a resumed job yields exactly the uninterrup
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 import random
@@ -15,8 +16,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from selfinstruct import prompts as P
-from selfinstruct.config import Config
-from selfinstruct.filters import check_instruction, filter_instances
+from selfinstruct.config import Config, SamplingConfig
+from selfinstruct.errors import ModelError
+from selfinstruct.filters import Context, check_instruction, filter_instances, norm_label
 from selfinstruct.lm.base import LM, Completion, GenerationParams
 from selfinstruct.mix import derive_seed, human_fraction, sample_examples
 from selfinstruct.novelty import NoveltyIndex, rouge_l
@@ -35,7 +37,11 @@ class Candidate:
     prompt_index: int
     examples: list[Task]
     instances: list[Instance] = field(default_factory=list)  # alpaca style: from the generation prompt
+    cut: bool = False  # the last item of a completion that ran into max_new_tokens
+    instance_cut: list[bool] = field(default_factory=list)  # per instance: its output ran into the limit
     is_classification: bool | None = None
+    margin: float | None = None  # log P(Yes) - log P(No) to the classification question
+    demo_labels: frozenset[str] = frozenset()  # labels of the demonstrations in its instance prompt
     score: float = 0.0
     nearest: str | None = None
 
@@ -53,6 +59,17 @@ class Pipeline:
         self.index.add_many((t.instruction, t.id) for t in seeds + self.machine)
         log.info("novelty index: %d instructions in %.2fs", len(self.index), time.perf_counter() - started)
         self.batches_per_round = math.ceil(cfg.prompts_per_round / cfg.prompts_per_batch)
+        self.response = self._response_mode()
+
+    def _response_mode(self) -> str:
+        """How outputs are written: "chat" (the model's chat template) or "fewshot" (the instance prompt)."""
+        mode = self.cfg.instances.response
+        if mode == "auto":
+            return "chat" if getattr(self.lm, "has_chat_template", False) else "fewshot"
+        if mode == "chat" and not getattr(self.lm, "has_chat_template", False):
+            raise ModelError(f"instances.response is chat, but model {self.lm.name} has no chat template; "
+                             "use instances.response: fewshot (or auto)")
+        return mode
 
     # ---- stopping ----
 
@@ -126,7 +143,7 @@ class Pipeline:
 
         survivors = []
         for c in candidates:
-            reason = check_instruction(c.instruction, cfg.filters)
+            reason = check_instruction(c.instruction, cfg.filters, Context(cut=c.cut))
             if reason:
                 reject(c, "filter", reason)
             elif self._novel(c, survivors):
@@ -138,9 +155,13 @@ class Pipeline:
         if cfg.style == "self-instruct":
             self._classify(survivors, r, b)
             self._make_instances(survivors, r, b)
+        if self.response == "chat":
+            self._answer(survivors, r, b)
         accepted = []
         for c in survivors:
-            kept, dropped = filter_instances(c.instances, cfg.filters)
+            ctx = Context(instruction=c.instruction, classification=bool(c.is_classification),
+                          demo_labels=c.demo_labels)
+            kept, dropped = filter_instances(c.instances, cfg.filters, ctx, c.instance_cut)
             if not kept:
                 why = dropped.most_common(1)[0][0] if dropped else "no_instances"
                 reject(c, "instances", why, score=c.score,
@@ -191,17 +212,22 @@ class Pipeline:
         else:
             prompts = [P.build_instruction_prompt(ex) for ex in example_sets]
             stops = P.instruction_stops(k, cfg.prompt.new_per_prompt)
-        g = cfg.generation
-        params = GenerationParams(g.max_new_tokens, g.temperature, g.top_p, stops)
-        completions = self._generate(prompts, params, self._seed(r, b, "instructions"))
+        completions = self._generate(prompts, _params(cfg.generation, stops), self._seed(r, b, "instructions"))
         out: list[Candidate] = []
         for j, (ex, comp) in enumerate(zip(example_sets, completions)):
+            cut = comp.meta.get("finish_reason") == "length"
             if cfg.style == "alpaca":
-                for instruction, inst in P.parse_alpaca(comp.text):
-                    out.append(Candidate(f"r{r}-b{b}-c{len(out)}", instruction, j, ex, [inst] if inst else []))
+                items = P.parse_alpaca(comp.text)
+                for k, (instruction, inst) in enumerate(items):
+                    last = cut and k == len(items) - 1  # the last item ran into the limit
+                    # A cut instance belongs to the last item; its instruction may be whole.
+                    out.append(Candidate(f"r{r}-b{b}-c{len(out)}", instruction, j, ex, [inst] if inst else [],
+                                         cut=last and inst is None, instance_cut=[last] if inst else []))
             else:
-                for instruction in P.parse_instructions(comp.text):
-                    out.append(Candidate(f"r{r}-b{b}-c{len(out)}", instruction, j, ex))
+                items = P.parse_instructions(comp.text)
+                for k, instruction in enumerate(items):
+                    out.append(Candidate(f"r{r}-b{b}-c{len(out)}", instruction, j, ex,
+                                         cut=cut and k == len(items) - 1))
         return out
 
     def _novel(self, c: Candidate, earlier: list[Candidate]) -> bool:
@@ -215,12 +241,20 @@ class Pipeline:
                 c.score, c.nearest = s, other.id
         return c.score <= self.cfg.novelty.threshold
 
+    def _margins(self, instructions: list[str]) -> list[float]:
+        """log P(" Yes") - log P(" No") after the classification question, one per instruction."""
+        if not instructions:
+            return []
+        prompts = [P.build_classify_prompt(x) for x in instructions]
+        started = time.perf_counter()
+        yes = self.lm.score(prompts, [" Yes"] * len(prompts))
+        no = self.lm.score(prompts, [" No"] * len(prompts))
+        self.progress["totals"]["lm_seconds"] += time.perf_counter() - started
+        return [round(y - n, 4) for y, n in zip(yes, no)]  # rounded: provenance, not noise
+
     def _classify(self, cands: list[Candidate], r: int, b: int) -> None:
-        params = GenerationParams(max_new_tokens=3, temperature=0.0, top_p=1.0, stop=("\n",))
-        outs = self._generate([P.build_classify_prompt(c.instruction) for c in cands], params,
-                              self._seed(r, b, "classify"))
-        for c, out in zip(cands, outs):
-            c.is_classification = bool(P.parse_classify(out.text))  # unparsed answers count as "no"
+        for c, m in zip(cands, self._margins([c.instruction for c in cands])):
+            c.margin, c.is_classification = m, m > self.cfg.instances.classification_margin
 
     def _demos(self, rng: random.Random, classification: bool) -> list[Task]:
         pool = [t for t in self.seeds if self._is_cls(t) == classification]
@@ -233,12 +267,25 @@ class Pipeline:
 
     def _make_instances(self, cands: list[Candidate], r: int, b: int) -> None:
         rng = random.Random(self._seed(r, b, "demos"))
-        prompts = [P.build_instance_prompt(c.instruction, self._demos(rng, c.is_classification),
-                                           c.is_classification) for c in cands]
-        i = self.cfg.instances
-        params = GenerationParams(i.max_new_tokens, i.temperature, i.top_p, P.INSTANCE_STOPS)
+        prompts = []
+        for c in cands:
+            demos = self._demos(rng, c.is_classification)
+            c.demo_labels = frozenset(norm_label(i.output) for d in demos for i in d.instances)
+            prompts.append(P.build_instance_prompt(c.instruction, demos, c.is_classification))
+        params = _params(self.cfg.instances, P.INSTANCE_STOPS)
         for c, out in zip(cands, self._generate(prompts, params, self._seed(r, b, "instances"))):
             c.instances = P.parse_instances(out.text, c.is_classification)
+            cut = out.meta.get("finish_reason") == "length"
+            c.instance_cut = [cut and k == len(c.instances) - 1 for k in range(len(c.instances))]
+
+    def _answer(self, cands: list[Candidate], r: int, b: int) -> None:
+        """Rewrite each output as the model's chat reply to instruction + input (labels stay as written)."""
+        todo = [(c, k) for c in cands if not c.is_classification for k in range(len(c.instances))]
+        turns = [P.chat_turn(c.instruction, c.instances[k].input) for c, k in todo]
+        outs = self._generate(turns, _params(self.cfg.answers, (), chat=True), self._seed(r, b, "answers"))
+        for (c, k), out in zip(todo, outs):
+            c.instances[k] = Instance(c.instances[k].input, out.text.strip())
+            c.instance_cut[k] = out.meta.get("finish_reason") == "length"
 
     def _classify_unknown_seeds(self) -> None:
         """Seeds whose file left is_classification unknown get it decided once, then saved."""
@@ -247,26 +294,32 @@ class Pipeline:
         if not todo or self.cfg.style != "self-instruct":
             return
         log.info("deciding is_classification for %d seed tasks", len(todo))
-        params = GenerationParams(max_new_tokens=3, temperature=0.0, top_p=1.0, stop=("\n",))
-        outs = self._generate([P.build_classify_prompt(t.instruction) for t in todo], params,
-                              self._seed(0, 0, "seed-classify"))
-        for t, out in zip(todo, outs):
-            known[t.id] = bool(P.parse_classify(out.text))
+        for t, m in zip(todo, self._margins([t.instruction for t in todo])):
+            known[t.id] = m > self.cfg.instances.classification_margin
         self.store.commit([], [], self.progress)
 
     def _task(self, c: Candidate, r: int, b: int, frac: float) -> Task:
         humans = [t.id for t in c.examples if t.origin == "human"]
         machines = [t.id for t in c.examples if t.origin != "human"]
         cfg = self.cfg
-        gen = {"temperature": cfg.generation.temperature, "top_p": cfg.generation.top_p,
-               "max_new_tokens": cfg.generation.max_new_tokens, "seed": cfg.seed}
+        gen = {**dataclasses.asdict(cfg.generation), "seed": cfg.seed}
+        inst = {k: v for k, v in dataclasses.asdict(cfg.instances).items() if k != "response"}
         meta = {
             "round": r, "batch": b, "prompt": c.prompt_index,
             "depth": 1 + max((self.depth.get(m, 1) for m in machines), default=0),
             "human_examples": humans, "machine_examples": machines, "human_fraction": frac,
             "nearest": {"id": c.nearest, "score": c.score,
                         "instruction": self.texts.get(c.nearest) if c.nearest else None},
-            "generation": gen, "model": self.lm.name, "style": cfg.style,
+            "generation": gen, "instances": inst, "model": self.lm.name, "style": cfg.style,
+            "response": self.response, "classification_margin": c.margin,
         }
+        if self.response == "chat":
+            meta["answers"] = dataclasses.asdict(cfg.answers)
         return Task(id=c.id, instruction=c.instruction, instances=c.instances,
                     is_classification=c.is_classification, origin="machine", meta=meta)
+
+
+def _params(s: SamplingConfig, stop: tuple[str, ...], chat: bool = False) -> GenerationParams:
+    """GenerationParams for one stage from its config section."""
+    return GenerationParams(s.max_new_tokens, s.temperature, s.top_p, stop, s.repetition_penalty,
+                            s.no_repeat_ngram_size, chat)

@@ -96,12 +96,6 @@ def build_classify_prompt(instruction: str) -> str:
     return CLASSIFY_HEADER + demos + f"Task: {one_line(instruction)}\nIs it classification?"
 
 
-def parse_classify(completion: str) -> bool | None:
-    """True/False from a Yes/No answer; None when the model said neither."""
-    m = re.match(r"\W*(yes|no)\b", completion, re.IGNORECASE)
-    return None if m is None else m.group(1).lower() == "yes"
-
-
 # ---- instance generation ----
 
 def _format_input_first(task: Task, max_instances: int) -> str:
@@ -191,25 +185,48 @@ def alpaca_stops(num_examples: int, new_per_prompt: int) -> tuple[str, ...]:
     return (f"{num_examples + new_per_prompt + 1}. Instruction:",)
 
 
-_ALPACA_ITEM = re.compile(
-    r"^\s*(.*?)\s*\n\s*(?:\d+\s*\.\s*)?Input\s*:\s*(.*?)\s*\n\s*(?:\d+\s*\.\s*)?Output\s*:\s*(.*)$",
-    re.IGNORECASE | re.DOTALL)
+# Alpaca items start at "N. Instruction:" and hold "N. Input:" / "N. Output:" field lines.
+_ALPACA_FIELD = re.compile(r"^\s*(?:\d+\s*\.\s*)?(instruction|input|output)\s*:\s?(.*)$", re.IGNORECASE)
+_ALPACA_START = re.compile(r"^\s*\d+\s*\.\s*instruction\s*:", re.IGNORECASE)
 
 
 def parse_alpaca(completion: str) -> list[tuple[str, Instance | None]]:
-    """[(instruction, instance or None if the block lacked Input/Output)] from '###'-separated blocks."""
-    items = []
-    blocks = re.split(r"\n\s*###\s*\n?", "\n" + completion)
-    for k, block in enumerate(blocks):
-        if k == 0:
-            block = block.lstrip("\n")
-        else:
-            block = re.sub(r"^\s*(?:\d+\s*\.\s*)?Instruction\s*:", "", block, flags=re.IGNORECASE)
-        if not block.strip():
+    """[(instruction, instance or None if the item lacked Input/Output)], one per item.
+
+    An item ends at a '###' line or at the next 'N. Instruction:' line (the model often skips
+    '###'); a field ends at the next field line, so markers never leak into a value.
+    """
+    items: list[list[tuple[str, list[str]]]] = []
+    for k, line in enumerate(completion.split("\n")):
+        if re.fullmatch(r"\s*###\s*", line):
+            items.append([])
             continue
-        m = _ALPACA_ITEM.match(block)
-        if m:
-            items.append((one_line(m.group(1)), Instance(clean_input(m.group(2)), m.group(3).strip())))
-        else:
-            items.append((one_line(block.split("\n", 1)[0]), None))
-    return items
+        m = _ALPACA_FIELD.match(line)
+        if k == 0:
+            items.append([("instruction", [line])])  # the prompt ended at "N. Instruction:"
+        elif m and (m.group(1).lower() == "instruction" or _ALPACA_START.match(line)):
+            items.append([("instruction", [m.group(2)])])
+        elif m:
+            if not items:
+                items.append([])
+            items[-1].append((m.group(1).lower(), [m.group(2)]))
+        elif items and items[-1]:
+            items[-1][-1][1].append(line)
+    out = []
+    for fields in items:
+        values: dict[str, str] = {}
+        for name, lines in fields:
+            if name in values:  # a second Input:/Output: is the next item leaking in: stop here
+                break
+            values[name] = "\n".join(lines).strip()
+        text = values.get("instruction", "")
+        whole = "input" in values and "output" in values
+        instruction = one_line(text if whole else text.split("\n", 1)[0])  # malformed: keep its first line
+        if instruction:
+            out.append((instruction, Instance(clean_input(values["input"]), values["output"]) if whole else None))
+    return out
+
+
+def chat_turn(instruction: str, input_text: str) -> str:
+    """The user turn that asks for an output: the instruction, then the input (if any) after a blank line."""
+    return instruction.strip() + (f"\n\n{input_text.strip()}" if input_text.strip() else "")

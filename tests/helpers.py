@@ -23,7 +23,7 @@ def make_seeds(n: int = 30) -> list[Task]:
         a, b, c = words[i % 26], words[(i * 7 + 3) % 26], words[(i * 11 + 5) % 26]
         cls = i % 3 == 0
         inst = [Instance(f"{a} {b}", "yes"), Instance(f"{c}", "no")] if cls else [Instance("", f"{a} {c} {i}")]
-        tasks.append(Task(id=f"s{i}", instruction=f"Seed task number {i} about {a} {b} {c} for testing",
+        tasks.append(Task(id=f"s{i}", instruction=f"Describe seed task number {i} about {a} {b} {c} for testing",
                           instances=inst, is_classification=cls))
     return tasks
 

@@ -34,7 +34,7 @@ def test_registry_matches_config_names():
 ])
 def test_length_default_bounds(text, reason):
     assert F.length(text, CFG) == reason
-    assert F.check_instruction(text, CFG) == reason
+    assert F.check_instruction(text, fcfg(instruction=["length"])) == reason
 
 
 def test_length_bounds_follow_config():
@@ -285,7 +285,9 @@ def test_repetitive_outputs_are_dropped_and_prose_kept():
     prose = ("1. Two dice have 6 x 6 = 36 equally likely outcomes.\n2. The pairs that sum to 8 are five.\n"
              "3. Probability = 5 / 36.\nAnswer: 5/36")
     assert not is_repetitive(prose)
-    kept, dropped = filter_instances([Instance("", loop), Instance("x", prose)], FilterConfig())
+    kept, dropped = filter_instances([Instance("", loop), Instance("x", prose)], FilterConfig(instance=["repetitive"]))
     assert [i.output for i in kept] == [prose] and dropped == {"repetitive": 1}
+    kept, dropped = filter_instances([Instance("", loop), Instance("x", prose)], FilterConfig())
+    assert [i.output for i in kept] == [prose] and dropped == {"looping": 1}  # the line-based check runs first
     kept, dropped = filter_instances([Instance("", loop)], FilterConfig(instance=["empty_output"]))
     assert len(kept) == 1 and not dropped  # disabled filters do not run

@@ -131,26 +131,46 @@ def test_schedule_changes_the_mix_across_rounds(tmp_path):
 
 
 def test_alpaca_style_takes_instances_from_the_generation_prompt(tmp_path):
-    cfg = cfg_for(tmp_path, style="alpaca", target=10, prompt__num_examples=3, prompt__human_fraction=1.0)
+    cfg = cfg_for(tmp_path, style="alpaca", target=10, prompt__num_examples=3, prompt__human_fraction=1.0,
+                  instances__response="fewshot")
     lm = FakeLM()
     run_job(cfg, make_seeds(), lm=lm)
     assert all(p.startswith(P.ALPACA_HEADER) for p, _, _ in lm.history)  # one prompt kind only
     accepted = rows(tmp_path / "run/tasks.jsonl")
     assert len(accepted) >= 10 and all(len(t["instances"]) == 1 for t in accepted)
+    assert all(t["meta"]["response"] == "fewshot" and t["instances"][0]["output"].startswith("Answer")
+               for t in accepted)
+
+
+def test_alpaca_style_with_chat_regenerates_each_output(tmp_path):
+    cfg = cfg_for(tmp_path, style="alpaca", target=10, prompt__num_examples=3, prompt__human_fraction=1.0)
+    lm = FakeLM()
+    run_job(cfg, make_seeds(), lm=lm)
+    chat = [(p, params) for p, params, _ in lm.history if params.chat]
+    accepted = rows(tmp_path / "run/tasks.jsonl")
+    assert len(accepted) >= 10 and all(t["meta"]["response"] == "chat" for t in accepted)
+    asked = {p for p, _ in chat}
+    for t in accepted:
+        inst = t["instances"][0]
+        assert inst["output"].startswith("Here is my answer")  # the fake's chat reply, not "Answer N"
+        assert P.chat_turn(t["instruction"], inst["input"]) in asked
+    assert all(params.repetition_penalty == cfg.answers.repetition_penalty for _, params in chat)
 
 
 def test_classification_routes_instances_output_first(tmp_path):
-    cfg = cfg_for(tmp_path, target=1, max_rounds=1, prompts_per_round=1, prompts_per_batch=1)
+    cfg = cfg_for(tmp_path, target=1, max_rounds=1, prompts_per_round=1, prompts_per_batch=1,
+                  instances__response="fewshot")
     lm = FakeLM(replies=[" Classify the mood of this sentence as happy or sad\nTask 10: Plan a picnic menu for six people",
-                         " Yes", " No",
                          " happy\nInput: I won the race!\nClass label: sad\nInput: My dog ran away.",
                          " \nOutput: Sandwiches, fruit, lemonade.\nExample 2\nInput:\nOutput: Salad and wraps."])
     run_job(cfg, make_seeds(), lm=lm)
     prompts = [p for p, _, _ in lm.history]
-    assert prompts[3].startswith(P.OUTPUT_FIRST_HEADER) and prompts[4].startswith(P.INPUT_FIRST_HEADER)
+    assert prompts[1].startswith(P.OUTPUT_FIRST_HEADER) and prompts[2].startswith(P.INPUT_FIRST_HEADER)
+    # classification is decided by log-probabilities of " Yes" / " No", not by generating
+    assert [(c, chat) for p, c, chat in lm.scored] == [(" Yes", False), (" Yes", False), (" No", False), (" No", False)]
     accepted = {t["instruction"]: t for t in rows(tmp_path / "run/tasks.jsonl")}
     mood = accepted["Classify the mood of this sentence as happy or sad"]
-    assert mood["is_classification"] is True
+    assert mood["is_classification"] is True and mood["meta"]["classification_margin"] == 1.8
     assert [(i["input"], i["output"]) for i in mood["instances"]] == [("I won the race!", "happy"),
                                                                        ("My dog ran away.", "sad")]
     picnic = accepted["Plan a picnic menu for six people"]
@@ -161,7 +181,8 @@ def test_classification_routes_instances_output_first(tmp_path):
 
 def test_instance_stage_rejects_tasks_left_without_instances(tmp_path):
     cfg = cfg_for(tmp_path, target=1, max_rounds=1, prompts_per_round=1, prompts_per_batch=1)
-    lm = FakeLM(replies=[" Describe the smell of rain to someone who has never noticed it", " No", " \nOutput:"])
+    cfg.instances.response = "fewshot"
+    lm = FakeLM(replies=[" Describe the smell of rain to someone who has never noticed it", " \nOutput:"])
     run_job(cfg, make_seeds(), lm=lm)
     rejected = rows(tmp_path / "run/rejected.jsonl")
     assert [(r["stage"], r["reason"]) for r in rejected] == [("instances", "empty_output")]
@@ -172,9 +193,12 @@ def test_unknown_seed_classification_is_decided_once_and_saved(tmp_path):
     for s in seeds[:4]:
         s.is_classification = None
     cfg = cfg_for(tmp_path, target=3)
-    _, store = run_job(cfg, seeds)
+    first = FakeLM()
+    _, store = run_job(cfg, seeds, lm=first)
     assert set(store.progress["seed_classification"]) == {"s0", "s1", "s2", "s3"}
+    asked = [p for p, _, _ in first.scored if p.startswith(P.CLASSIFY_HEADER) and "seed task number" in p]
+    assert len(asked) == 8  # " Yes" and " No" for each of the 4 unknown seeds
     lm = FakeLM()
     store2 = RunStore.open(cfg.output_dir)
     run_job(cfg, seeds, lm=lm, store=store2)
-    assert not any(p.startswith(P.CLASSIFY_HEADER) and "Seed task number" in p for p, _, _ in lm.history)
+    assert not any(p.startswith(P.CLASSIFY_HEADER) and "seed task number" in p for p, _, _ in lm.scored)

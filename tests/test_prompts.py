@@ -116,16 +116,6 @@ def test_classify_prompt():
     assert {c for _, c in P.CLASSIFY_DEMOS} == {True, False}  # demonstrations of both answers
 
 
-@pytest.mark.parametrize("text, expected", [
-    (" Yes", True), ("yes.", True), (" YES\nTask:", True), ("\n Yes, it is.", True),
-    (" No", False), ("no", False), (" No.\n", False), ("NO!", False),
-    ("", None), (" Maybe", None), (" garbage", None), (" Not really", None), (" Nope", None),
-    (" Yesterday", None), (" I think yes", None),
-])
-def test_parse_classify(text, expected):
-    assert P.parse_classify(text) is expected
-
-
 # ---- instance generation ----
 
 def test_input_first_prompt():
@@ -315,3 +305,21 @@ def test_instance_round_trip_property(pairs, classification):
     head = f"Task: Demo task.\n{opener}"
     completion = prompt[prompt.index(head) + len(head):prompt.index("\n\nTask: New task.")]
     assert P.parse_instances(completion, classification) == [Instance(a, b) for a, b in pairs]
+
+
+def test_parse_alpaca_splits_items_that_skip_the_separator():
+    # The model often omits '###': the next "N. Instruction:" still starts a new item.
+    completion = (" Name a pirate.\n7. Input:\n<noinput>\n7. Output:\n3 golden paras\n8. Instruction: Provide 2 gifts "
+                  "for the pirate.\n8. Input:\n<noinput>\n8. Output:\nA map and a hat.")
+    assert P.parse_alpaca(completion) == [("Name a pirate.", Instance("", "3 golden paras")),
+                                          ("Provide 2 gifts for the pirate.", Instance("", "A map and a hat."))]
+
+
+def test_parse_alpaca_stops_a_field_at_a_repeated_marker():
+    completion = " Give an antonym of cry.\n1. Input:\n<noinput>\n1. Output:\nlaugh\n2. Output: travel\nmore"
+    assert P.parse_alpaca(completion) == [("Give an antonym of cry.", Instance("", "laugh"))]
+
+
+def test_chat_turn():
+    assert P.chat_turn(" Summarize the text. ", "") == "Summarize the text."
+    assert P.chat_turn("Summarize the text.", " The cat sat.\n") == "Summarize the text.\n\nThe cat sat."

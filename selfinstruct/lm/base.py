@@ -14,6 +14,9 @@ class GenerationParams:
     temperature: float = 0.7  # 0 = greedy
     top_p: float = 0.5
     stop: tuple[str, ...] = ()  # completion is cut at the first of these strings
+    repetition_penalty: float = 1.0  # 1.0 = off; >1 makes tokens already in the *completion* less likely
+    no_repeat_ngram_size: int = 0  # 0 = off; n>0 forbids repeating any n-gram of the completion
+    chat: bool = False  # each prompt is one user turn, sent through the model's chat template
 
 
 @dataclass
@@ -23,16 +26,24 @@ class Completion:
     text: str
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    meta: dict = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)  # finish_reason: "eos" | "stop" | "length"
 
 
 class LM(Protocol):
-    """A backend: prompts in, completions out, reproducible for a given seed."""
+    """A backend: prompts in, completions (or log-probabilities) out, reproducible for a given seed."""
 
     name: str
+    has_chat_template: bool  # whether GenerationParams(chat=True) / score(chat=True) are meaningful
 
     def generate(self, prompts: list[str], params: GenerationParams, seed: int) -> list[Completion]:
         """Return one completion per prompt, in order. Same prompts + seed -> same texts."""
+        ...
+
+    def score(self, prompts: list[str], continuations: list[str], chat: bool = False) -> list[float]:
+        """Sum of log-probabilities of each continuation right after its prompt (natural log).
+
+        With chat=True each prompt is a user turn and the continuation is the start of the reply.
+        """
         ...
 
 

@@ -38,9 +38,11 @@ def _instruction(rng: random.Random, examples: list[str]) -> str:
     return f"{rng.choice(_VERBS)} the {' '.join(words)}."
 
 
-def synthesize(prompt: str, seed: int) -> str:
+def synthesize(prompt: str, seed: int, chat: bool = False) -> str:
     """A plausible completion for any of the project's prompt kinds, deterministic in (prompt, seed)."""
     rng = _rng(seed, prompt)
+    if chat:  # an assistant's reply to a user turn
+        return f"Here is my answer about the {' and the '.join(rng.sample(_WORDS, 2))}."
     if prompt.startswith(P.INSTRUCTION_HEADER):
         examples = re.findall(r"^Task \d+: (.*)$", prompt, re.MULTILINE)
         n = len(examples) + 1
@@ -63,18 +65,39 @@ def synthesize(prompt: str, seed: int) -> str:
     return " " + " ".join(rng.sample(_WORDS, 6))
 
 
+def fake_score(prompt: str, continuation: str) -> float:
+    """A deterministic stand-in log-probability: classification questions lean on the task's verb."""
+    if prompt.startswith(P.CLASSIFY_HEADER):
+        task = prompt.rsplit("Task: ", 1)[-1]
+        likely = " Yes" if task.startswith(("Classify", "Decide", "Label", "Is ", "Does ")) else " No"
+        return -0.2 if continuation == likely else -2.0
+    h = hashlib.sha256(f"{prompt}|{continuation}".encode()).digest()
+    return -1.0 - h[0] / 64  # in [-5, -1]
+
+
 class FakeLM:
     """Replies from a queue (strings or callables of the prompt), else synthesized ones.
 
-    `history` holds (prompt, params, seed) for every prompt seen, for tests to inspect.
+    `history` holds (prompt, params, seed) for every prompt seen and `scored` every (prompt,
+    continuation, chat) scored, for tests to inspect. `scorer` replaces fake_score.
     """
 
     def __init__(self, name: str = "fake", replies: list[str | Callable[[str], str]] | None = None,
-                 delay: float | None = None):
+                 delay: float | None = None, has_chat_template: bool = True,
+                 scorer: Callable[[str, str], float] | None = None):
         self.name = name
         self.queue = list(replies or [])
         self.history: list[tuple[str, GenerationParams, int]] = []
+        self.scored: list[tuple[str, str, bool]] = []
         self.delay = float(os.environ.get("SELFINSTRUCT_FAKE_DELAY", 0)) if delay is None else delay
+        self.has_chat_template = has_chat_template
+        self.scorer = scorer or fake_score
+
+    def score(self, prompts: list[str], continuations: list[str], chat: bool = False) -> list[float]:
+        if chat and not self.has_chat_template:
+            raise ValueError("fake model configured without a chat template")
+        self.scored.extend((p, c, chat) for p, c in zip(prompts, continuations))
+        return [self.scorer(p, c) for p, c in zip(prompts, continuations)]
 
     def enqueue(self, *replies: str | Callable[[str], str]) -> None:
         self.queue.extend(replies)
@@ -89,7 +112,9 @@ class FakeLM:
                 reply = self.queue.pop(0)
                 text = reply(prompt) if callable(reply) else reply
             else:
-                text = synthesize(prompt, seed)
+                text = synthesize(prompt, seed, params.chat)
             text = apply_stop(text, params.stop)
-            out.append(Completion(text, len(prompt.split()), len(text.split())))
+            n = len(text.split())
+            finish = "length" if n >= params.max_new_tokens else "stop"
+            out.append(Completion(text, len(prompt.split()), n, meta={"finish_reason": finish}))
         return out

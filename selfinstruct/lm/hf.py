@@ -286,7 +286,8 @@ class HFBackend:
         log.info("loaded %s on %s in %s in %.1f s", self.name, self.device, self.dtype, time.perf_counter() - start)
 
         tok = self.tokenizer
-        if chat_template and not getattr(tok, "chat_template", None):
+        self.has_chat_template = bool(getattr(tok, "chat_template", None))
+        if chat_template and not self.has_chat_template:
             raise ModelError(f"model {self.name} has no chat template; set chat_template: false")
         gen = self.model.generation_config
         self.eos_ids = _ids(gen.eos_token_id) | _ids(tok.eos_token_id)
@@ -322,24 +323,32 @@ class HFBackend:
         where = "the Hugging Face cache" if cached else "the Hugging Face hub"
         return f"cannot load model '{name}' (not a local path) from {where}: {_one_line(err)}"
 
+    def _encode(self, prompts: list[str], chat: bool) -> list[list[int]]:
+        """Token ids per prompt; chat=True (or the model-wide chat_template) wraps each as one user turn."""
+        tok = self.tokenizer
+        chat = chat or self.chat_template
+        if chat and not self.has_chat_template:
+            raise ModelError(f"model {self.name} has no chat template; use instances.response: fewshot")
+        texts = list(prompts)
+        if chat:
+            texts = [tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
+                                             tokenize=False) for p in texts]
+        # The chat template already holds any BOS; plain prompts get the tokenizer's special tokens.
+        ids = tok(texts, add_special_tokens=not chat)["input_ids"]
+        for i, row in enumerate(ids):
+            if not row:
+                if tok.bos_token_id is None:
+                    raise ModelError(f"prompt {i} is empty and the tokenizer has no BOS token to start from")
+                ids[i] = [tok.bos_token_id]
+        return ids
+
     def generate(self, prompts: list[str], params: GenerationParams, seed: int) -> list[Completion]:
         """One completion per prompt, in order; same prompts + seed + batch_size -> same texts."""
         import torch
 
         if not prompts:
             return []
-        tok = self.tokenizer
-        texts = list(prompts)
-        if self.chat_template:
-            texts = [tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
-                                             tokenize=False) for p in texts]
-        # The chat template already holds any BOS; plain prompts get the tokenizer's special tokens.
-        ids = tok(texts, add_special_tokens=not self.chat_template)["input_ids"]
-        for i, row in enumerate(ids):
-            if not row:
-                if tok.bos_token_id is None:
-                    raise ModelError(f"prompt {i} is empty and the tokenizer has no BOS token to start from")
-                ids[i] = [tok.bos_token_id]
+        ids = self._encode(prompts, params.chat)
         longest = max(len(r) for r in ids)
         if self.max_positions and longest + params.max_new_tokens > self.max_positions:
             log.warning("prompt of %d tokens + %d new tokens exceeds the model's %d positions",
@@ -356,16 +365,43 @@ class HFBackend:
                     out[i] = completion
         return out  # type: ignore[return-value]
 
+    def score(self, prompts: list[str], continuations: list[str], chat: bool = False) -> list[float]:
+        """Summed natural-log probability of each continuation's tokens right after its prompt."""
+        import torch
+
+        if len(prompts) != len(continuations):
+            raise ValueError("score needs one continuation per prompt")
+        heads = self._encode(prompts, chat)
+        tails = self.tokenizer(list(continuations), add_special_tokens=False)["input_ids"]
+        rows = [h + t for h, t in zip(heads, tails)]
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+        out = [0.0] * len(rows)
+        with torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                chunk = order[start:start + self.batch_size]
+                batch = [rows[i] for i in chunk]
+                input_ids, mask = _left_pad(batch, self.tokenizer.pad_token_id)
+                # Left padding: positions must count real tokens only, as generate() does.
+                positions = (mask.cumsum(-1) - 1).clamp(min=0)
+                logits = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
+                                    position_ids=positions.to(self.device)).logits.float()
+                logp = torch.log_softmax(logits[:, :-1], dim=-1)  # logp[:, j] predicts token j + 1
+                width = input_ids.shape[1]
+                for row, i in enumerate(chunk):
+                    n = len(tails[i])
+                    if n == 0:
+                        continue
+                    targets = input_ids[row, width - n:].to(logp.device)
+                    picked = logp[row, width - n - 1:width - 1].gather(-1, targets[:, None])
+                    out[i] = float(picked.sum())
+        return out
+
     def _generate_batch(self, rows: list[list[int]], params: GenerationParams) -> list[Completion]:
         import torch
 
         tok = self.tokenizer
-        width = max(len(r) for r in rows)
-        input_ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):  # left padding: every row's last prompt token sits at the same column
-            input_ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
-            mask[i, width - len(r):] = 1
+        input_ids, mask = _left_pad(rows, tok.pad_token_id)
+        width = input_ids.shape[1]
         # A stop string that is a whole special token (e.g. "<|im_start|>") stops like EOS: decoded text skips it.
         specials = set(getattr(tok, "all_special_tokens", []))
         stop_ids = {tok.convert_tokens_to_ids(s) for s in params.stop if s in specials}
@@ -375,6 +411,7 @@ class HFBackend:
         generated = self.model.generate(
             input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
             max_new_tokens=params.max_new_tokens, stopping_criteria=[stopper],
+            logits_processor=_completion_penalties(params, width),
             pad_token_id=tok.pad_token_id, eos_token_id=sorted(self.eos_ids) or None, **sampling)
         new = generated[:, width:].tolist()
 
@@ -385,6 +422,43 @@ class HFBackend:
             completions.append(Completion(text=text, prompt_tokens=len(r), completion_tokens=end,
                                           meta={"finish_reason": reason}))
         return completions
+
+
+def _left_pad(rows: list[list[int]], pad_id: int):
+    """(input_ids, attention_mask) with every row's last token in the same column."""
+    import torch
+
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        input_ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
+        mask[i, width - len(r):] = 1
+    return input_ids, mask
+
+
+def _completion_penalties(params: GenerationParams, prompt_width: int) -> list:
+    """Repetition penalty and no-repeat n-grams over the completion only.
+
+    transformers applies both to the whole sequence, prompt included (its repetition penalty skips
+    only the padding): in a few-shot prompt that penalises the very markers ("Task 9:", "Output:")
+    the completion must repeat to be parsed. Left padding puts every completion at `prompt_width`.
+    """
+    from transformers import LogitsProcessor
+    from transformers.generation.logits_process import NoRepeatNGramLogitsProcessor, RepetitionPenaltyLogitsProcessor
+
+    out = []
+    if params.repetition_penalty != 1.0:
+        out.append(RepetitionPenaltyLogitsProcessor(params.repetition_penalty, prompt_ignore_length=prompt_width))
+    if params.no_repeat_ngram_size > 0:
+        inner = NoRepeatNGramLogitsProcessor(params.no_repeat_ngram_size)
+
+        class CompletionNoRepeat(LogitsProcessor):
+            def __call__(self, input_ids, scores):
+                return inner(input_ids[:, prompt_width:], scores)
+
+        out.append(CompletionNoRepeat())
+    return out
 
 
 def _ids(value) -> set[int]:
