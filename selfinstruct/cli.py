@@ -129,6 +129,12 @@ def cmd_export(a) -> int:
     return 0
 
 
+def cmd_audit(a) -> int:
+    from selfinstruct.audit import audit
+
+    return audit(a.run_dir, a.sample, a.seed, export=a.export, import_=a.import_)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="selfinstruct", description=__doc__)
     parser.add_argument("--version", action="version", version=f"selfinstruct {__version__}")
@@ -161,6 +167,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="alpaca", choices=["jsonl", "alpaca", "messages"])
     p.add_argument("-o", "--output", required=True, help="output path, or - for stdout")
     p.set_defaults(fn=cmd_export)
+
+    p = sub.add_parser("audit", help="grade a random sample of accepted tasks by hand (the Self-Instruct audit)")
+    p.add_argument("run_dir")
+    p.add_argument("--sample", type=int, metavar="N", help="how many tasks to grade (50 at least to compare runs; "
+                   "not needed with --import)")
+    p.add_argument("--seed", type=int, default=0, metavar="S",
+                   help="sampling seed: the same run, seed and N give the same sample")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--export", metavar="CSV", help="write the sample as a sheet to grade offline, then stop")
+    g.add_argument("--import", dest="import_", metavar="CSV", help="record the answers filled in a sheet, then stop")
+    p.set_defaults(fn=cmd_audit)
     return parser
 
 

@@ -6,6 +6,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from selfinstruct.audit import status_lines as audit_status_lines
 from selfinstruct.errors import SelfInstructError
 from selfinstruct.records import Task, dumps
 from selfinstruct.store import RunStore, write_atomic
@@ -53,6 +54,7 @@ def status_text(store: RunStore) -> str:
         cls = sum(bool(x.is_classification) for x in tasks)
         n_inst = sum(len(x.instances) for x in tasks)
         lines.append(f"classification tasks: {cls}; instances: {n_inst} ({n_inst / len(tasks):.2f} per task)")
+    lines += audit_status_lines(store.root)
     return "\n".join(lines)
 
 
