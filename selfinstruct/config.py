@@ -63,6 +63,9 @@ class InstancesConfig(SamplingConfig):
     # chat: each output answers instruction + input as one user turn through the model's chat template;
     # fewshot: outputs come from the instance prompt; auto: chat when the model has a chat template.
     response: str = field(default="auto", metadata=_check(lambda v: v in RESPONSES, f"one of {RESPONSES}"))
+    # auto: a (non-classification) instruction that refers to no input ("What is the capital of France?")
+    # gets an empty input, whatever the instance prompt wrote; always: keep the generated inputs.
+    inputs: str = field(default="auto", metadata=_check(lambda v: v in ("auto", "always"), "auto or always"))
     # A task is classification when log P(" Yes") - log P(" No") to the classification question exceeds this.
     classification_margin: float = 0.5
 

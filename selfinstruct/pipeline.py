@@ -267,25 +267,41 @@ class Pipeline:
 
     def _make_instances(self, cands: list[Candidate], r: int, b: int) -> None:
         rng = random.Random(self._seed(r, b, "demos"))
-        prompts = []
+        prompts, asked = [], []
         for c in cands:
-            demos = self._demos(rng, c.is_classification)
+            demos = self._demos(rng, c.is_classification)  # drawn for every candidate: the rng stays in step
+            if self._self_contained(c):
+                # No input to write, and the chat reply writes the output: the instance prompt has nothing to do.
+                c.instances, c.instance_cut = [Instance("", "")], [False]
+                continue
             c.demo_labels = frozenset(norm_label(i.output) for d in demos for i in d.instances)
             prompts.append(P.build_instance_prompt(c.instruction, demos, c.is_classification))
+            asked.append(c)
         params = _params(self.cfg.instances, P.INSTANCE_STOPS)
-        for c, out in zip(cands, self._generate(prompts, params, self._seed(r, b, "instances"))):
+        for c, out in zip(asked, self._generate(prompts, params, self._seed(r, b, "instances"))):
             c.instances = P.parse_instances(out.text, c.is_classification)
+            if self._input_free(c):
+                c.instances = [Instance("", i.output) for i in c.instances]
             cut = out.meta.get("finish_reason") == "length"
             c.instance_cut = [cut and k == len(c.instances) - 1 for k in range(len(c.instances))]
+
+    def _input_free(self, c: Candidate) -> bool:
+        """A non-classification instruction that refers to no input gets none (instances.inputs: auto)."""
+        return self.cfg.instances.inputs == "auto" and not c.is_classification and not P.needs_input(c.instruction)
+
+    def _self_contained(self, c: Candidate) -> bool:
+        return self.response == "chat" and self._input_free(c)
 
     def _answer(self, cands: list[Candidate], r: int, b: int) -> None:
         """Rewrite each output as the model's chat reply to instruction + input (labels stay as written)."""
         todo = [(c, k) for c in cands if not c.is_classification for k in range(len(c.instances))]
         turns = [P.chat_turn(c.instruction, c.instances[k].input) for c, k in todo]
-        outs = self._generate(turns, _params(self.cfg.answers, (), chat=True), self._seed(r, b, "answers"))
-        for (c, k), out in zip(todo, outs):
-            c.instances[k] = Instance(c.instances[k].input, out.text.strip())
-            c.instance_cut[k] = out.meta.get("finish_reason") == "length"
+        unique = list(dict.fromkeys(turns))  # a self-contained task's instances all ask the same: answer once
+        outs = self._generate(unique, _params(self.cfg.answers, (), chat=True), self._seed(r, b, "answers"))
+        answer = dict(zip(unique, outs))
+        for (c, k), turn in zip(todo, turns):
+            c.instances[k] = Instance(c.instances[k].input, answer[turn].text.strip())
+            c.instance_cut[k] = answer[turn].meta.get("finish_reason") == "length"
 
     def _classify_unknown_seeds(self) -> None:
         """Seeds whose file left is_classification unknown get it decided once, then saved."""
@@ -303,7 +319,7 @@ class Pipeline:
         machines = [t.id for t in c.examples if t.origin != "human"]
         cfg = self.cfg
         gen = {**dataclasses.asdict(cfg.generation), "seed": cfg.seed}
-        inst = {k: v for k, v in dataclasses.asdict(cfg.instances).items() if k != "response"}
+        inst = {k: v for k, v in dataclasses.asdict(cfg.instances).items() if k not in ("response", "inputs")}
         meta = {
             "round": r, "batch": b, "prompt": c.prompt_index,
             "depth": 1 + max((self.depth.get(m, 1) for m in machines), default=0),

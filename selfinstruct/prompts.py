@@ -227,6 +227,22 @@ def parse_alpaca(completion: str) -> list[tuple[str, Instance | None]]:
     return out
 
 
+# An instruction that points at something outside itself ("the following text", "this email", "given a
+# list") needs an input; one that does not ("What is the capital of France?") is answered from its text.
+_REFERS = re.compile(
+    r"\b(?:following|below|above|given|provided|this|these|input|"
+    r"the\s+(?:text|sentence|sentences|passage|paragraph|list|word|words|phrase|review|article|code|snippet|"
+    r"email|message|tweet|story|poem|data|table|string|array|statement|argument|recipe|headline|title|"
+    r"document|essay|comment|dialogue|conversation|equation|expression|speaker|author|writer|person|"
+    r"program|function|query|question|number|numbers|letter|product|description|excerpt|quote|name))\b",
+    re.IGNORECASE)
+
+
+def needs_input(instruction: str) -> bool:
+    """Whether the instruction refers to an input it does not itself contain."""
+    return bool(_REFERS.search(instruction))
+
+
 def chat_turn(instruction: str, input_text: str) -> str:
     """The user turn that asks for an output: the instruction, then the input (if any) after a blank line."""
     return instruction.strip() + (f"\n\n{input_text.strip()}" if input_text.strip() else "")

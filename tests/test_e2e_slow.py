@@ -21,7 +21,7 @@ def test_small_job_on_the_bundled_model(tmp_path):
     out = tmp_path / "run"
     args = ["configs/default.yaml", f"output_dir={out}", "target=3", "max_rounds=2", "prompts_per_round=4",
             "prompts_per_batch=4", "generation.max_new_tokens=96", "instances.max_new_tokens=64",
-            "--no-progress"]
+            "answers.max_new_tokens=96", "--no-progress"]
     p = cli("run", *args, env={"HF_HUB_OFFLINE": "1"}, timeout=900)
     assert p.returncode == 0, p.stderr[-2000:]
     progress = json.loads((out / "progress.json").read_text())
@@ -33,4 +33,20 @@ def test_small_job_on_the_bundled_model(tmp_path):
         assert t["instruction"].strip() and t["instances"]
         assert t["meta"]["model"].startswith("bundled")
         assert t["meta"]["nearest"]["score"] <= 0.7
+        assert t["meta"]["response"] == "chat"  # the bundled model has a chat template
+        assert isinstance(t["meta"]["classification_margin"], float)
     assert progress["stop_reason"]
+
+
+def test_bundled_model_scores_classification_above_open_tasks():
+    from selfinstruct import prompts as P
+    from selfinstruct.lm.hf import HFBackend
+
+    lm = HFBackend("bundled")  # the default cache: converted once for the whole suite
+    tasks = ["Classify the sentiment of this review as positive or negative.",
+             "Write a short poem about the sea at night."]
+    prompts = [P.build_classify_prompt(t) for t in tasks]
+    yes, no = lm.score(prompts, [" Yes", " Yes"]), lm.score(prompts, [" No", " No"])
+    margins = [y - n for y, n in zip(yes, no)]
+    assert margins[0] > margins[1]
+    assert all(-30 < x < 0 for x in yes + no)  # log-probabilities of one short token

@@ -291,3 +291,124 @@ def test_repetitive_outputs_are_dropped_and_prose_kept():
     assert [i.output for i in kept] == [prose] and dropped == {"looping": 1}  # the line-based check runs first
     kept, dropped = filter_instances([Instance("", loop)], FilterConfig(instance=["empty_output"]))
     assert len(kept) == 1 and not dropped  # disabled filters do not run
+
+
+# ---- filters for non-tasks and degenerate fields (issue 6's audit examples) ----
+
+@pytest.mark.parametrize("text", [
+    "This is a lie.", "The number 10 is not a palindrome.", "I am a robot. I am a superhero.",
+    "The best way to make a cup of tea is to boil it.", "This is a movie. It's called \"The Matrix\".",
+])
+def test_not_a_task_catches_statements(text):
+    assert F.not_a_task(text, CFG) == "not_a_task"
+    assert F.check_instruction(text, CFG) == "not_a_task"
+
+
+@pytest.mark.parametrize("text", [
+    "What is the sum of the first 10 natural numbers",  # a question, even without its "?"
+    "A bat and a ball cost $1.10 in total. How much does the ball cost?",
+    "A company has 100 employees. Calculate the share that works from home.",  # request in a later sentence
+    "Given a list of numbers, return the largest one.",
+    "Update the user profile description text.",
+    "I'm looking for three synonyms of the word 'happy'.",
+    "In this task, you decide whether a review is positive.",
+    "Please proofread my cover letter.",
+])
+def test_not_a_task_keeps_requests(text):
+    assert F.not_a_task(text, CFG) is None
+
+
+def test_every_seed_instruction_is_a_task_and_passes_the_new_filters():
+    from selfinstruct.records import load_seeds
+    from tests.helpers import ROOT
+
+    new = ["leaked_markers", "truncated", "not_a_task", "repeated_phrase"]
+    for t in load_seeds(ROOT / "seed_tasks.jsonl"):
+        assert F.check_instruction(t.instruction, fcfg(instruction=new)) is None, t.instruction
+        ctx = F.Context(instruction=t.instruction, classification=bool(t.is_classification))
+        kept, dropped = F.filter_instances(t.instances, CFG, ctx)
+        assert not dropped, (t.instruction, dropped)
+
+
+@pytest.mark.parametrize("text, cut, reason", [
+    ("A company has 100 employees. If 2", False, "truncated"),  # a dangling "If 2"
+    ("Explain how a bill becomes a law in the", False, "truncated"),
+    ("Explain how a bill becomes a law", True, "truncated"),  # ran into the token limit
+    ("Explain how a bill becomes a law", False, None),
+    ("Name the first 10 prime numbers", False, None),
+])
+def test_truncated(text, cut, reason):
+    assert F.truncated(text, CFG, F.Context(cut=cut)) == reason
+
+
+def test_repeated_phrase_in_instruction_and_output():
+    loop = ("Create a new JSON data with two columns: name and age, and create a new JSON data with two "
+            "columns: name and age.")
+    assert F.repeated_phrase(loop, CFG) == "repeated_phrase"
+    assert F.repeated_phrase("Create a new JSON object with two fields: name and age.", CFG) is None
+    out = F.Context(field="instance")
+    line = "the answer to the question is here. "
+    assert F.repeated_phrase(line * 3, CFG, out) is None  # an output may repeat a phrase repeat_limit times
+    assert F.repeated_phrase(line * 4, CFG, out) == "repeated_phrase"
+    assert F.repeated_phrase(line * 4, fcfg(repeat_limit=4), out) is None
+
+
+@pytest.mark.parametrize("text, leaked", [
+    ("3 golden paras\n8. Instruction: Provide 2 gifts for the pirate.", True),
+    ("laugh\n2. Output: travel", True),
+    ("Task 9: Write a haiku.", True),
+    ("The answer.\nInput: something else", True),
+    ("Sort the words.\n###\nNext", True),
+    ("The train leaves at 9: take the first one.", False),
+    ("Summarize the output of the meeting.", False),
+])
+def test_leaked_markers(text, leaked):
+    got = F.instance_reason(Instance("", text), CFG, F.Context(field="instance"))
+    assert (got == "leaked_markers") is leaked
+
+
+def test_leaked_field_inside_an_instruction():
+    assert F.leaked_markers("Classify the review. Output: positive", CFG) == "leaked_markers"
+    assert F.leaked_markers("Classify the review as positive or negative.", CFG) is None
+
+
+@pytest.mark.parametrize("output", ["1.", " 2) ", "-", "Output:", "Example 2", "<noinput>", "a.", "..."])
+def test_marker_only_outputs(output):
+    kept, dropped = F.filter_instances([Instance("", output)], CFG)
+    assert not kept and dropped == Counter({"marker_only": 1})
+
+
+@pytest.mark.parametrize("output", ["4", "Paris", "1/6", "10 apples."])
+def test_short_real_answers_are_not_markers(output):
+    kept, _ = F.filter_instances([Instance("", output)], CFG)
+    assert kept == [Instance("", output)]
+
+
+def test_looping_lines():
+    loop = "1. 200 / 10 = 20.\n2. 20 / 10 = 2.\n3. 20 / 10 = 2.\n4. 20 / 10 = 2.\n5. 20 / 10 ="
+    same_item = "1. A beach towel\n2. A beach towel\n3. A beach towel"
+    assert F.is_looping(loop) and F.is_looping(same_item)
+    assert not F.is_looping("1. Apples\n2. Pears\n3. Plums\n4. Figs")
+    assert not F.is_looping("135 minutes\n90 minutes\n4,320 minutes")  # different numbers, different lines
+    kept, dropped = F.filter_instances([Instance("", loop)], CFG)
+    assert not kept and dropped == Counter({"looping": 1})
+
+
+def test_truncated_instance_is_known_from_the_cut_flag():
+    rows = [Instance("", "A full answer."), Instance("", "An answer that ran into the lim")]
+    kept, dropped = F.filter_instances(rows, CFG, F.Context(instruction="Say something."), cut=[False, True])
+    assert kept == rows[:1] and dropped == Counter({"truncated": 1})
+
+
+def test_foreign_label_from_another_tasks_demo():
+    ctx = F.Context(instruction="A bat and a ball together cost $1.10. How much does the ball cost?",
+                    classification=True, demo_labels=frozenset({"isosceles", "scalene", "formal", "yes"}))
+    rows = [Instance("2, 3, 4", "isosceles"), Instance("x", "yes"), Instance("y", "ten cents")]
+    kept, dropped = F.filter_instances(rows, CFG, ctx)
+    # "isosceles" only appears in a demonstration; yes/no fit any classification; a new label is the task's own
+    assert kept == rows[1:] and dropped == Counter({"foreign_label": 1})
+    named = F.Context(instruction="Classify the triangle as isosceles or scalene.", classification=True,
+                      demo_labels=ctx.demo_labels)
+    assert F.filter_instances(rows[:1], CFG, named) == (rows[:1], Counter())
+    not_cls = F.Context(instruction=ctx.instruction, demo_labels=ctx.demo_labels)
+    assert F.filter_instances(rows[:1], CFG, not_cls) == (rows[:1], Counter())

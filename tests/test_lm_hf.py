@@ -365,3 +365,83 @@ def test_bundled_model_converts_once_and_answers(tmp_path):
                          GenerationParams(max_new_tokens=16, temperature=0.0), seed=0)
     assert done.text.strip()
     assert 0 < done.completion_tokens <= 16
+
+
+# ---- score, chat, completion-only penalties ----
+
+def _manual_logprob(lm, prompt_ids, cont_ids) -> float:
+    """The same quantity from one unpadded forward pass, summed by hand."""
+    import torch
+
+    ids = torch.tensor([prompt_ids + cont_ids])
+    with torch.inference_mode():
+        logp = torch.log_softmax(lm.model(input_ids=ids).logits.float()[0], dim=-1)
+    return sum(float(logp[len(prompt_ids) - 1 + j, t]) for j, t in enumerate(cont_ids))
+
+
+def test_score_matches_a_manual_forward_pass_and_ignores_padding(lm):
+    conts = [" Yes", " No", " positive", " Output: yes", " x"]
+    got = lm.score(PROMPTS, conts)  # batch_size 2, prompts of different lengths: padded batches
+    tok = lm.tokenizer
+    for p, c, g in zip(PROMPTS, conts, got):
+        want = _manual_logprob(lm, tok(p)["input_ids"], tok(c, add_special_tokens=False)["input_ids"])
+        assert g == pytest.approx(want, abs=1e-4)
+        assert g < 0
+    assert lm.score(PROMPTS[:1], conts[:1]) == pytest.approx(got[:1], abs=1e-5)  # alone = in a batch
+
+
+def test_score_in_chat_mode_wraps_the_prompt(lm):
+    tok = lm.tokenizer
+    wrapped = tok.apply_chat_template([{"role": "user", "content": "Is it spam?"}], add_generation_prompt=True,
+                                      tokenize=False)
+    [chat] = lm.score(["Is it spam?"], ["yes"], chat=True)
+    want = _manual_logprob(lm, tok(wrapped, add_special_tokens=False)["input_ids"],
+                           tok("yes", add_special_tokens=False)["input_ids"])
+    assert chat == pytest.approx(want, abs=1e-4)
+    assert chat != pytest.approx(lm.score(["Is it spam?"], ["yes"])[0], abs=1e-4)
+
+
+def test_generate_chat_param_equals_a_chat_wrapped_prompt(lm):
+    tok = lm.tokenizer
+    wrapped = tok.apply_chat_template([{"role": "user", "content": "Give three tips."}],
+                                      add_generation_prompt=True, tokenize=False)
+    chat = lm.generate(["Give three tips."], GenerationParams(12, 0.0, chat=True), seed=0)[0]
+    assert chat.text == lm.generate([wrapped], GREEDY, seed=0)[0].text
+    assert lm._encode(["Give three tips."], chat=True)[0] == tok(wrapped, add_special_tokens=False)["input_ids"]
+
+
+def test_chat_without_a_template_is_a_clear_error(tiny_model_dir, tmp_path):
+    plain = tmp_path / "plain"
+    shutil.copytree(tiny_model_dir, plain)
+    (plain / "chat_template.jinja").unlink()
+    model = HFBackend(str(plain), dtype="float32")
+    assert model.has_chat_template is False
+    with pytest.raises(ModelError, match="no chat template"):
+        model.generate(["hi"], GenerationParams(4, 0.0, chat=True), seed=0)
+
+
+def test_penalties_touch_the_completion_only():
+    import torch
+
+    width = 3  # prompt = the first 3 columns
+    ids = torch.tensor([[5, 6, 7, 8, 8]])  # prompt 5 6 7, completion 8 8
+    scores = torch.full((1, 10), 2.0)
+    [rep] = hf._completion_penalties(GenerationParams(repetition_penalty=2.0), width)
+    out = rep(ids, scores.clone())
+    assert out[0, 8] == 1.0  # generated token: penalised (2.0 / 2)
+    assert all(out[0, t] == 2.0 for t in (5, 6, 7, 0))  # prompt tokens and others untouched
+    [ngram] = hf._completion_penalties(GenerationParams(no_repeat_ngram_size=2), width)
+    seq = torch.tensor([[8, 9, 8, 9, 8]])  # prompt 8 9 8, completion 9 8: "8 9" seen only in the prompt...
+    assert torch.isfinite(ngram(seq, scores.clone())).all()  # ...so nothing is banned
+    seq = torch.tensor([[1, 2, 3, 8, 9, 8]])  # completion 8 9 8: "8 9" seen there, so 9 after 8 is banned
+    banned = ngram(seq, scores.clone())
+    assert banned[0, 9] == float("-inf") and torch.isfinite(banned[0, :9]).all()
+    assert hf._completion_penalties(GenerationParams(), width) == []
+
+
+def test_repetition_penalty_changes_greedy_text_and_stays_deterministic(lm):
+    base = GenerationParams(max_new_tokens=24, temperature=0.0)
+    pen = GenerationParams(max_new_tokens=24, temperature=0.0, repetition_penalty=5.0, no_repeat_ngram_size=2)
+    plain, penalised = lm.generate(PROMPTS, base, seed=0), lm.generate(PROMPTS, pen, seed=0)
+    assert texts(penalised) == texts(lm.generate(PROMPTS, pen, seed=0))
+    assert texts(plain) != texts(penalised)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from selfinstruct import prompts as P
 from selfinstruct.lm.fake import FakeLM
+from selfinstruct.records import Instance
 from selfinstruct.store import RunStore
 from tests.helpers import cfg_for, make_seeds, release, rows, run_job
 
@@ -202,3 +205,82 @@ def test_unknown_seed_classification_is_decided_once_and_saved(tmp_path):
     store2 = RunStore.open(cfg.output_dir)
     run_job(cfg, seeds, lm=lm, store=store2)
     assert not any(p.startswith(P.CLASSIFY_HEADER) and "seed task number" in p for p, _, _ in lm.scored)
+
+
+def _one_prompt_cfg(tmp_path, **over):
+    return cfg_for(tmp_path, target=1, max_rounds=1, prompts_per_round=1, prompts_per_batch=1, **over)
+
+
+def test_chat_answers_replace_fewshot_outputs_but_not_labels(tmp_path):
+    lm = FakeLM(replies=[" Classify the mood of this sentence as happy or sad\nTask 10: Summarize the following text",
+                         " happy\nInput: I won the race!\nClass label: sad\nInput: My dog ran away.",
+                         " The cat sat on the mat all day.\nOutput: 1.\n\nTask:",
+                         "A cat spent its day on a mat."])
+    run_job(_one_prompt_cfg(tmp_path), make_seeds(), lm=lm)
+    chat = [(p, params) for p, params, _ in lm.history if params.chat]
+    assert [p for p, _ in chat] == ["Summarize the following text\n\nThe cat sat on the mat all day."]
+    accepted = {t["instruction"]: t for t in rows(tmp_path / "run/tasks.jsonl")}
+    summary = accepted["Summarize the following text"]
+    assert summary["instances"] == [{"input": "The cat sat on the mat all day.", "output": "A cat spent its day on a mat."}]
+    assert summary["meta"]["response"] == "chat" and summary["meta"]["answers"]["repetition_penalty"] == 1.15
+    mood = accepted["Classify the mood of this sentence as happy or sad"]
+    assert [i["output"] for i in mood["instances"]] == ["happy", "sad"]  # labels stay as the task wrote them
+
+
+def test_response_auto_is_fewshot_without_a_chat_template_and_chat_is_refused(tmp_path):
+    lm = FakeLM(has_chat_template=False)
+    run_job(cfg_for(tmp_path, target=5), make_seeds(), lm=lm)
+    assert not any(params.chat for _, params, _ in lm.history)
+    assert {t["meta"]["response"] for t in rows(tmp_path / "run/tasks.jsonl")} == {"fewshot"}
+    from selfinstruct.errors import ModelError
+
+    with pytest.raises(ModelError, match="no chat template"):
+        run_job(cfg_for(tmp_path / "b", instances__response="chat"), make_seeds(), lm=FakeLM(has_chat_template=False))
+
+
+def test_self_contained_instructions_get_no_input(tmp_path):
+    lm = FakeLM(replies=[" What is the capital of France?\nTask 10: Translate the sentence into French",
+                         " 100 C\nOutput: Paris\n\nTask:", " I am here.\nOutput: Je suis ici.\n\nTask:"])
+    run_job(_one_prompt_cfg(tmp_path, instances__response="fewshot"), make_seeds(), lm=lm)
+    got = {t["instruction"]: t["instances"] for t in rows(tmp_path / "run/tasks.jsonl")}
+    assert got["What is the capital of France?"] == [{"input": "", "output": "Paris"}]
+    assert got["Translate the sentence into French"] == [{"input": "I am here.", "output": "Je suis ici."}]
+    lm2 = FakeLM(replies=[" What is the capital of France?", " 100 C\nOutput: Paris\n\nTask:"])
+    run_job(_one_prompt_cfg(tmp_path / "b", instances__response="fewshot", instances__inputs="always"),
+            make_seeds(), lm=lm2)
+    assert rows(tmp_path / "b/run/tasks.jsonl")[0]["instances"] == [{"input": "100 C", "output": "Paris"}]
+
+
+def test_new_filters_reject_with_their_reason_and_keep_the_text(tmp_path):
+    def cut_off(prompt):  # a completion that ends mid-item because it ran into max_new_tokens
+        return " This is a lie.\nTask 10: Write a limerick about a cat\nTask 11: Explain how tides " + "w" * 10
+
+    lm = FakeLM(replies=[cut_off, " \nOutput: 1.\n\nTask:"])
+    cfg = _one_prompt_cfg(tmp_path, instances__response="fewshot", generation__max_new_tokens=12)
+    run_job(cfg, make_seeds(), lm=lm)
+    rejected = {r["text"]: (r["stage"], r["reason"]) for r in rows(tmp_path / "run/rejected.jsonl")}
+    assert rejected["This is a lie."] == ("filter", "not_a_task")
+    assert rejected["Explain how tides " + "w" * 10] == ("filter", "truncated")  # last item of a cut completion
+    assert rejected["Write a limerick about a cat"] == ("instances", "marker_only")
+
+
+def test_foreign_labels_are_rejected_in_the_pipeline(tmp_path):
+    seeds = make_seeds()
+    for t in seeds:
+        if t.is_classification:
+            t.instances = [Instance(i.input, "isosceles" if i.output == "yes" else "scalene") for i in t.instances]
+    lm = FakeLM(replies=[" Classify the weather report as good or bad",
+                         lambda prompt: " " + re.search(r"Class label: (\w+)", prompt).group(1) + "\nInput: sunny"],
+                scorer=lambda p, c: -0.1 if c == " Yes" else -3.0)
+    run_job(_one_prompt_cfg(tmp_path), seeds, lm=lm)
+    [r] = rows(tmp_path / "run/rejected.jsonl")
+    assert (r["stage"], r["reason"]) == ("instances", "foreign_label")
+
+
+def test_self_contained_task_in_chat_mode_skips_the_instance_prompt(tmp_path):
+    lm = FakeLM(replies=[" What is the capital of France?", "Paris is the capital of France."])
+    run_job(_one_prompt_cfg(tmp_path), make_seeds(), lm=lm)
+    kinds = [p[:20] for p, _, _ in lm.history]
+    assert not any(p.startswith((P.INPUT_FIRST_HEADER, P.OUTPUT_FIRST_HEADER)) for p, _, _ in lm.history), kinds
+    [t] = rows(tmp_path / "run/tasks.jsonl")
+    assert t["instances"] == [{"input": "", "output": "Paris is the capital of France."}]

@@ -323,3 +323,16 @@ def test_parse_alpaca_stops_a_field_at_a_repeated_marker():
 def test_chat_turn():
     assert P.chat_turn(" Summarize the text. ", "") == "Summarize the text."
     assert P.chat_turn("Summarize the text.", " The cat sat.\n") == "Summarize the text.\n\nThe cat sat."
+
+
+@pytest.mark.parametrize("instruction, needed", [
+    ("What is the capital of France?", False),
+    ("How to make a pizza at home.", False),
+    ("Summarize the following text.", True),
+    ("Is this email spam?", True),
+    ("Given a list of integers, find the maximum.", True),
+    ("Is the speaker a feminist?", True),
+    ("Translate the sentence into French.", True),
+])
+def test_needs_input(instruction, needed):
+    assert P.needs_input(instruction) is needed
