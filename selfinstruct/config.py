@@ -20,7 +20,7 @@ TOKENIZERS = ("rouge", "unicode")
 INSTRUCTION_FILTERS = ("length", "blacklist", "program", "punctuation", "ascii_start", "leaked_markers",
                        "truncated", "not_a_task", "repeated_phrase")
 INSTANCE_FILTERS = ("empty_output", "marker_only", "output_equals_input", "leaked_markers", "truncated",
-                    "looping", "repetitive", "repeated_phrase", "foreign_label", "conflicting", "duplicate")
+                    "refusal", "looping", "repetitive", "repeated_phrase", "foreign_label", "conflicting", "duplicate")
 
 # Self-Instruct's keyword blacklist: tasks a text-only LM cannot do.
 DEFAULT_BLACKLIST = ["image", "images", "graph", "graphs", "picture", "pictures", "file", "files",

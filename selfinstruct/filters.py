@@ -216,6 +216,14 @@ _MARKER_ONLY = re.compile(
     r"response|solution)\s*:?)$", re.IGNORECASE)
 
 
+# A reply that declines a harmless request (the audit grades it unacceptable): its first sentence
+# apologises or says what the assistant cannot do.
+_REFUSAL = re.compile(
+    r"^[^.!?\n]{0,40}?(?:\bi'?m sorry(?! to hear)|\bi am sorry(?! to hear)|\bsorry, |\bas an? (?:ai|language model|chatbot|"
+    r"helpful (?:ai )?assistant)\b|\bi (?:can(?:no|')t|am unable|'m unable|do(?:n't| not) have the ability)\b)",
+    re.IGNORECASE)
+
+
 def norm_label(text: str) -> str:
     return " ".join(_words(text))
 
@@ -245,6 +253,8 @@ def instance_reason(inst: Instance, cfg: FilterConfig, ctx: Context = NO_CONTEXT
         return "leaked_markers"
     if "truncated" in on and ctx.cut:
         return "truncated"
+    if "refusal" in on and _REFUSAL.match(out):
+        return "refusal"
     if "looping" in on and (is_looping(out) or is_looping(inp)):
         return "looping"
     if "repetitive" in on and (is_repetitive(out) or is_repetitive(inp)):

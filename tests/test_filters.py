@@ -412,3 +412,18 @@ def test_foreign_label_from_another_tasks_demo():
     assert F.filter_instances(rows[:1], CFG, named) == (rows[:1], Counter())
     not_cls = F.Context(instruction=ctx.instruction, demo_labels=ctx.demo_labels)
     assert F.filter_instances(rows[:1], CFG, not_cls) == (rows[:1], Counter())
+
+
+@pytest.mark.parametrize("output, refused", [
+    ("I'm sorry for any misunderstanding, but as a chatbot designed to assist, I don't have the ability to help.", True),
+    ("As an AI language model, I cannot browse the web.", True),
+    ("Sorry, I can't help with that.", True),
+    ("I cannot provide jobs, but job boards list them.", True),
+    ("I'm sorry to hear that. Here are three ways to cope: ...", False),  # sympathy, then help
+    ("The bakery is called Crumb & Co.", False),
+    ("You can't go wrong with a classic margherita.", False),
+    ("1. Say sorry in person.\n2. Explain what happened.", False),
+])
+def test_refusal(output, refused):
+    got = F.instance_reason(Instance("", output), CFG, F.Context(field="instance"))
+    assert (got == "refusal") is refused
