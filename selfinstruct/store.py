@@ -145,7 +145,8 @@ class RunStore:
         with open(path, "rb") as f:
             data = f.read(size)
         rows = []
-        for n, line in enumerate(data.decode("utf-8").splitlines(), 1):
+        # b"\n" only: str.splitlines() also breaks at U+2028, U+2029 and U+0085, which JSON strings hold raw.
+        for n, line in enumerate(data.decode("utf-8").split("\n"), 1):
             if line.strip():
                 try:
                     rows.append(json.loads(line))

@@ -81,3 +81,16 @@ def test_create_refuses_existing_run(tmp_path):
     release(_store(tmp_path))
     with pytest.raises(RunDirError, match="already holds a run"):
         _store(tmp_path)
+
+
+def test_rows_holding_line_separators_read_back(tmp_path):
+    """U+2028, U+2029 and U+0085 are legal raw inside JSON strings; only b"\\n" ends a row."""
+    from selfinstruct.store import RunStore
+
+    store = RunStore.create(tmp_path / "run", "x: 1\n", "fp")
+    odd = "first\u2028second\u2029third\u0085fourth"
+    task = {"id": "t1", "instruction": odd, "instances": [{"input": odd, "output": "ok"}], "meta": {}}
+    store.commit([task], [{"id": "r1", "text": odd}], store.progress)
+    again = RunStore.open(tmp_path / "run", lock=False)
+    assert [t.instruction for t in again.tasks()] == [odd]
+    assert again.rejected() == [{"id": "r1", "text": odd}]
