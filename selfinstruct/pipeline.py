@@ -319,14 +319,13 @@ class Pipeline:
         machines = [t.id for t in c.examples if t.origin != "human"]
         cfg = self.cfg
         gen = {**dataclasses.asdict(cfg.generation), "seed": cfg.seed}
-        inst = {k: v for k, v in dataclasses.asdict(cfg.instances).items() if k not in ("response", "inputs")}
         meta = {
             "round": r, "batch": b, "prompt": c.prompt_index,
             "depth": 1 + max((self.depth.get(m, 1) for m in machines), default=0),
             "human_examples": humans, "machine_examples": machines, "human_fraction": frac,
             "nearest": {"id": c.nearest, "score": c.score,
                         "instruction": self.texts.get(c.nearest) if c.nearest else None},
-            "generation": gen, "instances": inst, "model": self.lm.name, "style": cfg.style,
+            "generation": gen, "instances": dataclasses.asdict(cfg.instances), "model": self.lm.name, "style": cfg.style,
             "response": self.response, "classification_margin": c.margin,
         }
         if self.response == "chat":
