@@ -1,6 +1,6 @@
 """Which decoding knobs per stage? Repetition penalty / no-repeat n-grams against the filters' flags.
 
-Usage: python benchmarks/decoding.py RUN_DIR [--tasks 40] [--prompts 16]
+Usage: python benchmarks/decoding.py RUN_DIR [--tasks 40] [--prompts 16] [--stages answers,instructions]
 
 Two stages, the same model and prompts for every setting, so only the knob differs:
 - answers: the chat reply to each of --tasks instructions (+ first input) taken from RUN_DIR's
@@ -44,7 +44,9 @@ def main() -> int:
     ap.add_argument("--tasks", type=int, default=40)
     ap.add_argument("--prompts", type=int, default=16)
     ap.add_argument("--max-new-tokens", type=int, default=256)
+    ap.add_argument("--stages", default="answers,instructions", help="comma-separated: answers, instructions")
     a = ap.parse_args()
+    stages = set(a.stages.split(","))
     from selfinstruct.lm.hf import HFBackend
 
     store = RunStore.open(a.run_dir, lock=False)
@@ -54,11 +56,19 @@ def main() -> int:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; model {lm.name} "
           f"{lm.dtype}; {len(tasks)} tasks from {a.run_dir}")
     fcfg = C.FilterConfig()
+    if "answers" in stages:
+        answers(lm, tasks, fcfg, a.max_new_tokens)
+    if "instructions" in stages:
+        instructions(lm, cfg, fcfg, a.prompts)
+    return 0
+
+
+def answers(lm, tasks, fcfg, max_new_tokens: int) -> None:
     turns = [P.chat_turn(t.instruction, t.instances[0].input if t.instances else "") for t in tasks]
     print("\nanswers (chat, greedy): rp, no_repeat | flagged by filter | mean words | s")
     for rp, nr in ANSWER_SETTINGS:
         start = time.perf_counter()
-        outs = lm.generate(turns, GenerationParams(a.max_new_tokens, 0.0, 1.0, (), rp, nr, chat=True), seed=0)
+        outs = lm.generate(turns, GenerationParams(max_new_tokens, 0.0, 1.0, (), rp, nr, chat=True), seed=0)
         flags = Counter()
         for t, o in zip(tasks, outs):
             cut = o.meta.get("finish_reason") == "length"
@@ -67,10 +77,13 @@ def main() -> int:
         words = sum(len(o.text.split()) for o in outs) / len(outs)
         print(f"  {rp:4} {nr} | {dict(flags) or 'none'} | {words:.0f} | {time.perf_counter() - start:.0f}")
 
+
+
+def instructions(lm, cfg, fcfg, n_prompts: int) -> None:
     seeds = load_seeds(cfg.seed_tasks)
     rng = random.Random(derive_seed(cfg.seed, 1, 0, "examples"))
     prompts = [P.build_instruction_prompt(sample_examples(rng, seeds, [], cfg.prompt.num_examples, 1.0))
-               for _ in range(a.prompts)]
+               for _ in range(n_prompts)]
     stops = P.instruction_stops(cfg.prompt.num_examples, cfg.prompt.new_per_prompt)
     g = cfg.generation
     print("\ninstructions (sampled): rp, no_repeat | candidates/prompt | dropped by filter (share) | s")
@@ -84,7 +97,6 @@ def main() -> int:
         share = {k: f"{v / len(items):.0%}" for k, v in why.most_common()}
         print(f"  {rp:4} {nr} | {len(items) / len(prompts):.1f} | kept {kept / len(items):.0%}; {share} | "
               f"{time.perf_counter() - start:.0f}")
-    return 0
 
 
 if __name__ == "__main__":
