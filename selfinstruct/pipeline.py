@@ -155,6 +155,10 @@ class Pipeline:
         if cfg.style == "self-instruct":
             self._classify(survivors, r, b)
             self._make_instances(survivors, r, b)
+        else:  # alpaca: the instance came with the instruction
+            for c in survivors:
+                if self._input_free(c):
+                    c.instances = [Instance("", i.output) for i in c.instances]
         if self.response == "chat":
             self._answer(survivors, r, b)
         accepted = []

@@ -284,3 +284,13 @@ def test_self_contained_task_in_chat_mode_skips_the_instance_prompt(tmp_path):
     assert not any(p.startswith((P.INPUT_FIRST_HEADER, P.OUTPUT_FIRST_HEADER)) for p, _, _ in lm.history), kinds
     [t] = rows(tmp_path / "run/tasks.jsonl")
     assert t["instances"] == [{"input": "", "output": "Paris is the capital of France."}]
+
+
+def test_alpaca_style_drops_inputs_of_self_contained_instructions(tmp_path):
+    block = (" What is the capital of France?\n4. Input:\n13\n4. Output:\nParis\n###\n5. Instruction: Summarize the "
+             "following text.\n5. Input:\nThe cat sat on the mat.\n5. Output:\nA cat sat.")
+    cfg = _one_prompt_cfg(tmp_path, style="alpaca", prompt__num_examples=3, instances__response="fewshot")
+    run_job(cfg, make_seeds(), lm=FakeLM(replies=[block]))
+    got = {t["instruction"]: t["instances"] for t in rows(tmp_path / "run/tasks.jsonl")}
+    assert got == {"What is the capital of France?": [{"input": "", "output": "Paris"}],
+                   "Summarize the following text.": [{"input": "The cat sat on the mat.", "output": "A cat sat."}]}
