@@ -363,8 +363,12 @@ def test_repeated_phrase_in_instruction_and_output():
     ("Summarize the output of the meeting.", False),
 ])
 def test_leaked_markers(text, leaked):
-    got = F.instance_reason(Instance("", text), CFG, F.Context(field="instance"))
-    assert (got == "leaked_markers") is leaked
+    assert (output_reason(text) == "leaked_markers") is leaked
+
+
+def output_reason(text: str) -> str | None:
+    """Why the default instance filters would drop an output with no input."""
+    return F.instance_reason(Instance("", text), CFG, F.Context(field="instance"))
 
 
 def test_leaked_field_inside_an_instruction():
@@ -425,5 +429,4 @@ def test_foreign_label_from_another_tasks_demo():
     ("1. Say sorry in person.\n2. Explain what happened.", False),
 ])
 def test_refusal(output, refused):
-    got = F.instance_reason(Instance("", output), CFG, F.Context(field="instance"))
-    assert (got == "refusal") is refused
+    assert (output_reason(output) == "refusal") is refused
