@@ -51,7 +51,12 @@ def _execute(cfg: C.Config, run_dir: Path, progress_bar: bool) -> int:
     cfg.seed_tasks = str(Path(cfg.seed_tasks).resolve())  # the saved config works from any directory
     if RunStore.exists(run_dir):
         store = RunStore.open(run_dir)
-        saved = C.load_text(store.saved_config_text(), str(run_dir / "config.yaml"))
+        saved_text = store.saved_config_text()
+        missing = C.missing_keys(saved_text)
+        if missing:  # their defaults would decide the rest of the run differently from its start
+            raise RunDirError(f"{run_dir}: started by an older selfinstruct whose config has no "
+                              f"{', '.join(missing)}; finish it with that version, or start a new output_dir")
+        saved = C.load_text(saved_text, str(run_dir / "config.yaml"))
         safe, unsafe = C.diff(saved.to_dict(), cfg.to_dict())
         if unsafe:
             old, new = C.flatten(saved.to_dict()), C.flatten(cfg.to_dict())

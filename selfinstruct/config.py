@@ -271,6 +271,13 @@ def load_text(text: str, source: str, overrides: list[str] = ()) -> Config:
     return from_dict(data, source)
 
 
+def missing_keys(text: str) -> list[str]:
+    """Keys of today's config that a saved config text lacks (it was written by an older version)."""
+    data = yaml.safe_load(text) or {}
+    have = set(flatten(data)) if isinstance(data, dict) else set()
+    return sorted(k for k in flatten(Config().to_dict()) if k not in have and not _is_safe(k))
+
+
 def dump(cfg: Config) -> str:
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
 

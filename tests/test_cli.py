@@ -126,3 +126,19 @@ def test_sigkill_mid_round_then_resume_equals_uninterrupted(tmp_path):
 def test_every_shipped_config_validates_through_the_cli(cfg):
     p = cli("validate", f"configs/{cfg}", check_rc=0)
     assert "OK (175 seed tasks" in p.stdout
+
+
+def test_resume_refuses_a_run_from_an_older_version(tmp_path):
+    """A saved config without today's keys (e.g. instances.response) would switch behaviour mid-run."""
+    out = tmp_path / "run"
+    cli("run", "configs/default.yaml", *FAST, "target=3", f"output_dir={out}", "--no-progress", check_rc=0)
+    saved = (out / "config.yaml").read_text()
+    older = "\n".join(line for line in saved.split("\n")
+                      if not line.strip().startswith(("response:", "classification_margin:", "inputs:")))
+    (out / "config.yaml").write_text(older)
+    p = cli("resume", out, "target=5")
+    assert p.returncode == 1 and "older selfinstruct" in p.stderr
+    assert "instances.classification_margin, instances.inputs, instances.response" in p.stderr
+    assert len(rows(out / "tasks.jsonl")) >= 3  # nothing lost
+    (out / "config.yaml").write_text(saved)
+    cli("resume", out, "target=5", "--no-progress", check_rc=0)
