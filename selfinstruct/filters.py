@@ -11,7 +11,7 @@ import re
 import string
 import zlib
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from selfinstruct.records import Instance

@@ -397,8 +397,6 @@ class HFBackend:
         return out
 
     def _generate_batch(self, rows: list[list[int]], params: GenerationParams) -> list[Completion]:
-        import torch
-
         tok = self.tokenizer
         input_ids, mask = _left_pad(rows, tok.pad_token_id)
         width = input_ids.shape[1]
