@@ -85,5 +85,7 @@ def export(store: RunStore, fmt: str, out: str) -> int:
     path = Path(out)
     if path.parent and not path.parent.exists():
         raise SelfInstructError(f"{path.parent}: no such directory for the export")
+    if path.is_dir():
+        raise SelfInstructError(f"{path}: is a directory; give a file name, e.g. {path / 'data.jsonl'}")
     write_atomic(path, text)
     return len(rows)

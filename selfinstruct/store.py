@@ -102,6 +102,9 @@ class RunStore:
             raise RunDirError(f"{path}: damaged (not valid JSON: {e}); the run cannot be resumed safely") from None
         if not isinstance(progress, dict) or progress.get("version") != VERSION or "sizes" not in progress:
             raise RunDirError(f"{path}: not a selfinstruct v{VERSION} progress file")
+        missing = [k for k in new_progress("").keys() if k not in progress]
+        if missing:
+            raise RunDirError(f"{path}: damaged (missing {', '.join(missing)}); the run cannot be resumed safely")
         store = cls(root, progress)
         for name, size in progress["sizes"].items():
             f = root / name

@@ -142,3 +142,21 @@ def test_resume_refuses_a_run_from_an_older_version(tmp_path):
     assert len(rows(out / "tasks.jsonl")) >= 3  # nothing lost
     (out / "config.yaml").write_text(saved)
     cli("resume", out, "target=5", "--no-progress", check_rc=0)
+
+
+def test_damaged_progress_and_export_to_a_directory_are_clean_errors(tmp_path):
+    """Issue 8, item 6: these ended in KeyError / IsADirectoryError tracebacks."""
+    out = tmp_path / "run"
+    cli("run", "configs/default.yaml", *FAST, "target=3", f"output_dir={out}", "--no-progress", check_rc=0)
+    p = cli("export", out, "--format", "alpaca", "-o", tmp_path)
+    assert p.returncode == 1 and "is a directory" in p.stderr and "Traceback" not in p.stderr
+    progress = json.loads((out / "progress.json").read_text())
+    good = dict(progress)
+    del progress["cursor"], progress["totals"]
+    (out / "progress.json").write_text(json.dumps(progress))
+    for args in (("status", out), ("resume", out), ("export", out, "-o", tmp_path / "x.jsonl")):
+        p = cli(*args)
+        assert p.returncode == 1 and "missing cursor, totals" in p.stderr and "Traceback" not in p.stderr, args
+    assert not (tmp_path / "x.jsonl").exists()
+    (out / "progress.json").write_text(json.dumps(good))
+    cli("status", out, check_rc=0)
