@@ -48,6 +48,7 @@ def _execute(cfg: C.Config, run_dir: Path, progress_bar: bool) -> int:
 
     seeds = load_seeds(cfg.seed_tasks)
     digest = _seeds_digest(cfg.seed_tasks)
+    lm = None
     cfg.seed_tasks = str(Path(cfg.seed_tasks).resolve())  # the saved config works from any directory
     if RunStore.exists(run_dir):
         store = RunStore.open(run_dir)
@@ -78,13 +79,14 @@ def _execute(cfg: C.Config, run_dir: Path, progress_bar: bool) -> int:
                  store.progress["cursor"]["round"], store.progress["cursor"]["batch"],
                  store.progress["totals"]["accepted"])
     else:
+        lm = load_lm(cfg.model)  # before the run directory exists: a model that fails to load leaves none behind
         store = RunStore.create(run_dir, C.dump(cfg), cfg.fingerprint())
         store.progress["seeds_digest"] = digest
         store.commit([], [], store.progress)
         log.info("new run in %s: %d seed tasks, target %d, up to %d rounds", run_dir, len(seeds), cfg.target,
                  cfg.max_rounds)
     log.info("config:\n%s", C.dump(cfg).rstrip())
-    lm = load_lm(cfg.model)
+    lm = lm or load_lm(cfg.model)
     reason = Pipeline(cfg, lm, store, seeds, show_progress=progress_bar).run()
     log.warning("done: %s", reason)
     print(f"{store.progress['totals']['accepted']} tasks in {run_dir / 'tasks.jsonl'}; "

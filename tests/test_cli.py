@@ -160,3 +160,13 @@ def test_damaged_progress_and_export_to_a_directory_are_clean_errors(tmp_path):
     assert not (tmp_path / "x.jsonl").exists()
     (out / "progress.json").write_text(json.dumps(good))
     cli("status", out, check_rc=0)
+
+
+def test_a_model_typo_leaves_no_run_directory_behind(tmp_path):
+    """Issue 8, item 3: fixing the typo must not be refused as a config change."""
+    out = tmp_path / "run"
+    p = cli("run", "configs/default.yaml", *[a for a in FAST if a != "model.backend=fake"], "model.backend=hf",
+            f"model.name={tmp_path / 'no-such-model'}", f"output_dir={out}", "--no-progress")
+    assert p.returncode == 1 and "model path not found" in p.stderr and "Traceback" not in p.stderr
+    assert not out.exists()
+    cli("run", "configs/default.yaml", *FAST, "target=3", f"output_dir={out}", "--no-progress", check_rc=0)
