@@ -56,6 +56,13 @@ def write_atomic(path: Path, text: str) -> None:
     fsync_dir(path.parent)
 
 
+def _leftover_of_create(path: Path) -> bool:
+    """What a create() killed before its first progress.json leaves: our names, and no rows yet."""
+    if path.name in (TASKS, REJECTED):
+        return path.is_file() and path.stat().st_size == 0
+    return path.name in (CONFIG, LOCK, CONFIG + ".tmp", PROGRESS + ".tmp")
+
+
 class RunStore:
     """One run directory. Open it with `create` or `open`; `commit` is the only writer."""
 
@@ -75,6 +82,12 @@ class RunStore:
         root = Path(root)
         if cls.exists(root):
             raise RunDirError(f"{root}: already holds a run; resume it instead")
+        if root.is_dir():
+            foreign = sorted(p.name for p in root.iterdir() if not _leftover_of_create(p))
+            if foreign:
+                raise RunDirError(f"{root}: not a run directory (no {PROGRESS}) and not empty "
+                                  f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); "
+                                  "nothing was written: choose another output_dir")
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as e:

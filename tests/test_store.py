@@ -94,3 +94,33 @@ def test_rows_holding_line_separators_read_back(tmp_path):
     again = RunStore.open(tmp_path / "run", lock=False)
     assert [t.instruction for t in again.tasks()] == [odd]
     assert again.rejected() == [{"id": "r1", "text": odd}]
+
+
+def test_create_never_writes_into_a_foreign_or_orphaned_directory(tmp_path):
+    """Issue 8, item 2: a user's own tasks.jsonl, or a run whose progress.json was deleted, must survive."""
+    import pytest
+
+    from selfinstruct.errors import RunDirError
+    from selfinstruct.store import RunStore
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "tasks.jsonl").write_text('{"my": "data"}\n')
+    with pytest.raises(RunDirError, match="not a run directory"):
+        RunStore.create(mine, "x: 1\n", "fp")
+    assert (mine / "tasks.jsonl").read_text() == '{"my": "data"}\n' and sorted(p.name for p in mine.iterdir()) == ["tasks.jsonl"]
+
+    run = RunStore.create(tmp_path / "run", "x: 1\n", "fp")
+    run.commit([{"id": "t", "instruction": "i", "instances": []}], [], run.progress)
+    (tmp_path / "run" / "progress.json").unlink()
+    with pytest.raises(RunDirError, match="not a run directory"):
+        RunStore.create(tmp_path / "run", "x: 1\n", "fp")
+    assert (tmp_path / "run" / "tasks.jsonl").stat().st_size > 0
+
+    interrupted = tmp_path / "interrupted"  # a create() killed before its first progress.json
+    interrupted.mkdir()
+    for name in ("tasks.jsonl", "rejected.jsonl", ".lock"):
+        (interrupted / name).write_bytes(b"")
+    (interrupted / "config.yaml").write_text("x: 1\n")
+    assert RunStore.create(interrupted, "x: 1\n", "fp").progress["totals"]["accepted"] == 0
+    assert RunStore.create(tmp_path / "empty-dir-made-by-user", "x: 1\n", "fp")  # a missing or empty dir is fine
