@@ -87,11 +87,26 @@ def _execute(cfg: C.Config, run_dir: Path, progress_bar: bool) -> int:
                  cfg.max_rounds)
     log.info("config:\n%s", C.dump(cfg).rstrip())
     lm = lm or load_lm(cfg.model)
+    _record_environment(store, lm)
     reason = Pipeline(cfg, lm, store, seeds, show_progress=progress_bar).run()
     log.warning("done: %s", reason)
     print(f"{store.progress['totals']['accepted']} tasks in {run_dir / 'tasks.jsonl'}; "
           f"export with: selfinstruct export {run_dir} --format alpaca -o data.jsonl")
     return 0
+
+
+def _record_environment(store, lm) -> None:
+    """Save what decides the numerics at the run's start; on resume, warn about each difference."""
+    now = {"selfinstruct": __version__, **lm.environment()}
+    then = store.progress.get("environment")
+    if then is None:
+        store.progress["environment"] = now
+        store.commit([], [], store.progress)
+        return
+    for key in sorted(set(then) | set(now)):
+        if then.get(key) != now.get(key):
+            log.warning("resume: %s was %r at the start of this run and is %r now; the rest of the run may "
+                        "differ from what an uninterrupted run would have made", key, then.get(key), now.get(key))
 
 
 def cmd_run(a) -> int:

@@ -170,3 +170,15 @@ def test_a_model_typo_leaves_no_run_directory_behind(tmp_path):
     assert p.returncode == 1 and "model path not found" in p.stderr and "Traceback" not in p.stderr
     assert not out.exists()
     cli("run", "configs/default.yaml", *FAST, "target=3", f"output_dir={out}", "--no-progress", check_rc=0)
+
+
+def test_run_records_its_environment_and_resume_warns_when_it_changed(tmp_path):
+    """Issue 8, item 7: what decides the numerics is saved; a resume elsewhere says so."""
+    out = tmp_path / "run"
+    cli("run", "configs/default.yaml", *FAST, "target=3", f"output_dir={out}", "--no-progress", check_rc=0)
+    progress = json.loads((out / "progress.json").read_text())
+    assert progress["environment"]["model"] == "fake:bundled" and progress["environment"]["selfinstruct"]
+    progress["environment"]["model"] = "fake:elsewhere"
+    (out / "progress.json").write_text(json.dumps(progress))
+    p = cli("resume", out, "target=5", "--no-progress", check_rc=0)
+    assert "resume: model was 'fake:elsewhere' at the start of this run and is 'fake:bundled' now" in p.stderr

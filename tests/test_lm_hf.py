@@ -445,3 +445,11 @@ def test_repetition_penalty_changes_greedy_text_and_stays_deterministic(lm):
     plain, penalised = lm.generate(PROMPTS, base, seed=0), lm.generate(PROMPTS, pen, seed=0)
     assert texts(penalised) == texts(lm.generate(PROMPTS, pen, seed=0))
     assert texts(plain) != texts(penalised)
+
+
+def test_environment_names_what_decides_the_numerics(lm):
+    import torch
+
+    env = lm.environment()
+    assert (env["device"], env["dtype"], env["batch_size"]) == ("cpu", "float32", 2)
+    assert env["torch"] == torch.__version__ and env["transformers"] != "unknown"

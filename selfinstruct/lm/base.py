@@ -39,6 +39,10 @@ class LM(Protocol):
         """Return one completion per prompt, in order. Same prompts + seed -> same texts."""
         ...
 
+    def environment(self) -> dict:
+        """What decides the numerics (device, dtype, batch size, versions, model revision), for provenance."""
+        ...
+
     def score(self, prompts: list[str], continuations: list[str], chat: bool = False) -> list[float]:
         """Sum of log-probabilities of each continuation right after its prompt (natural log).
 

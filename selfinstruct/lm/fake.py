@@ -93,6 +93,9 @@ class FakeLM:
         self.has_chat_template = has_chat_template
         self.scorer = scorer or fake_score
 
+    def environment(self) -> dict:
+        return {"model": self.name}
+
     def score(self, prompts: list[str], continuations: list[str], chat: bool = False) -> list[float]:
         if chat and not self.has_chat_template:
             raise ValueError("fake model configured without a chat template")

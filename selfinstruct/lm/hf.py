@@ -305,6 +305,13 @@ class HFBackend:
             bos_token_id=gen.bos_token_id, eos_token_id=sorted(self.eos_ids) or None, pad_token_id=tok.pad_token_id)
         self.max_positions = getattr(self.model.config, "max_position_embeddings", None)
 
+    def environment(self) -> dict:
+        """What decides this backend's numerics: resolved device and dtype, batch size, versions, revision."""
+        import torch
+
+        return {"device": self.device, "dtype": self.dtype, "batch_size": self.batch_size, "model": self.name,
+                "revision": self.revision, "torch": torch.__version__, "transformers": _version("transformers")}
+
     @staticmethod
     def _load_error(name: str, source: str, err: BaseException) -> str:
         if Path(source).is_dir():
