@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from selfinstruct.errors import DataError
+
+log = logging.getLogger("selfinstruct")
 
 
 @dataclass
@@ -57,6 +60,10 @@ def _str(row: dict, key: str, where: str, required: bool = True) -> str:
     return value
 
 
+# Seeds go into few-shot prompts: one that cannot fit a prompt is a mistake in the file, not a task.
+MAX_SEED_CHARS = {"instruction": 4_000, "input": 8_000, "output": 8_000}
+
+
 def _parse_seed(row: object, where: str, line_no: int) -> Task:
     if not isinstance(row, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
@@ -77,6 +84,10 @@ def _parse_seed(row: object, where: str, line_no: int) -> Task:
         instances = [Instance(_str(row, "input", where, required=False), _str(row, "output", where))]
     else:
         raise DataError(f"{where}: needs 'instances' (Self-Instruct) or 'output' (Alpaca)")
+    for key, text in [("instruction", instruction)] + [(k, getattr(i, k)) for i in instances for k in ("input", "output")]:
+        if len(text) > MAX_SEED_CHARS[key]:
+            raise DataError(f"{where}: '{key}' is {len(text):,} characters; a seed must fit a few-shot prompt "
+                            f"(at most {MAX_SEED_CHARS[key]:,})")
     cls = row.get("is_classification")
     if cls is not None and not isinstance(cls, bool):
         raise DataError(f"{where}: 'is_classification' must be true, false or absent")
@@ -108,6 +119,7 @@ def load_seeds(path: str | Path) -> list[Task]:
     tasks: list[Task] = []
     by_instruction: dict[str, Task] = {}
     ids: dict[str, int] = {}
+    merged = 0
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -117,18 +129,19 @@ def load_seeds(path: str | Path) -> list[Task]:
         except json.JSONDecodeError as e:
             raise DataError(f"{where}: invalid JSON: {e.msg} (column {e.colno})") from None
         task = _parse_seed(row, where, n)
-        if "instances" not in row and task.instruction in by_instruction:
-            by_instruction[task.instruction].instances.extend(task.instances)
-            continue
         if task.id in ids:
             raise DataError(f"{where}: duplicate id {task.id!r} (first on line {ids[task.id]})")
-        if task.instruction in by_instruction:
-            raise DataError(f"{where}: duplicate instruction (first as {by_instruction[task.instruction].id!r})")
+        if task.instruction in by_instruction:  # published sets repeat an instruction with other inputs
+            by_instruction[task.instruction].instances.extend(task.instances)
+            merged += 1
+            continue
         ids[task.id] = n
         by_instruction[task.instruction] = task
         tasks.append(task)
     if not tasks:
         raise DataError(f"{path}: no seed tasks found")
+    if merged:
+        log.info("%s: %d rows repeat an earlier instruction; merged into its task as more instances", path, merged)
     return tasks
 
 

@@ -163,11 +163,32 @@ def test_duplicate_id(tmp_path):
     assert "line 1" in msg
 
 
-def test_duplicate_instruction(tmp_path):
+def test_repeated_instruction_is_merged_into_one_task(tmp_path, caplog):
+    """Issue 8, item 4: published sets repeat an instruction with other inputs; that is more instances."""
+    import logging
+
     path = write(tmp_path, [si_row(0, instruction="Say hi."), si_row(1), si_row(2, instruction=" Say hi. ")])
-    msg = load_error(path)
-    assert msg.startswith(f"{path}:3: duplicate instruction")
-    assert "seed_task_0" in msg
+    with caplog.at_level(logging.INFO, logger="selfinstruct"):
+        tasks = load_seeds(path)
+    assert [t.id for t in tasks] == ["seed_task_0", "seed_task_1"]
+    first, third = si_row(0)["instances"], si_row(2)["instances"]
+    assert [vars(i) for i in tasks[0].instances] == first + third
+    assert "1 rows repeat an earlier instruction" in caplog.text
+
+
+@pytest.mark.parametrize("field, size", [("instruction", 4_001), ("input", 8_001), ("output", 8_001)])
+def test_a_seed_too_big_for_a_prompt_is_refused(tmp_path, field, size):
+    """Issue 8, item 5: a 10 MB instruction used to go into prompts."""
+    row = si_row(1)
+    if field == "instruction":
+        row["instruction"] = "x" * size
+    else:
+        row["instances"][0][field] = "x" * size
+    path = write(tmp_path, [si_row(0), row])
+    assert load_error(path).startswith(f"{path}:2: '{field}' is {size:,} characters")
+    row = si_row(1)
+    row["instruction"] = "x" * 4_000  # at the limit: fine
+    assert len(load_seeds(write(tmp_path, [si_row(0), row]))) == 2
 
 
 def test_empty_file(tmp_path):
