@@ -81,4 +81,9 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    from selfinstruct.errors import SelfInstructError
+
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except SelfInstructError as e:  # a run dir or its seed file is missing: one line, not a traceback
+        sys.exit(f"Error: {e}")

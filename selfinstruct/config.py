@@ -19,7 +19,7 @@ TOKENIZERS = ("rouge", "unicode")
 # Filter names, in their default order (cheap first); filters.py holds what each one does.
 INSTRUCTION_FILTERS = ("length", "blacklist", "program", "punctuation", "ascii_start", "leaked_markers",
                        "truncated", "not_a_task", "repeated_phrase")
-INSTANCE_FILTERS = ("empty_output", "marker_only", "output_equals_input", "leaked_markers", "truncated",
+INSTANCE_FILTERS = ("empty_output", "marker_only", "missing_input", "output_equals_input", "leaked_markers", "truncated",
                     "refusal", "looping", "repetitive", "repeated_phrase", "foreign_label", "conflicting", "duplicate")
 
 # Self-Instruct's keyword blacklist: tasks a text-only LM cannot do.

@@ -224,6 +224,21 @@ _REFUSAL = re.compile(
     re.IGNORECASE)
 
 
+# An instruction that points at content it does not hold ("Classify the following two sentences",
+# "Given a list of numbers, ...") needs an input; without one the task cannot be done.
+_CONTENT = (r"(?:text|sentences?|passages?|paragraphs?|list|words?|phrases?|reviews?|articles?|code|snippet|emails?|"
+            r"messages?|tweets?|story|poem|data|table|strings?|array|numbers?|statements?|arguments?|recipe|"
+            r"headlines?|titles?|documents?|essay|comments?|dialogue|conversation|equation|expressions?|items?|"
+            r"options|questions?|letter|excerpt|quotes?|names?)")
+_POINTS_AT = re.compile(rf"^\s*given\b|\b(?:the\s+following|following|below|above|provided|this|these)\s+"
+                        rf"(?:[\w-]+\s+){{0,2}}?{_CONTENT}\b", re.IGNORECASE)
+
+
+def _missing_input(inst: Instance, ctx: Context) -> bool:
+    """No input, yet the instruction points at content it does not hold itself (no quote, no colon)."""
+    return not inst.input and bool(_POINTS_AT.search(ctx.instruction)) and not re.search(r"[\"':]", ctx.instruction)
+
+
 def norm_label(text: str) -> str:
     return " ".join(_words(text))
 
@@ -247,6 +262,8 @@ def instance_reason(inst: Instance, cfg: FilterConfig, ctx: Context = NO_CONTEXT
         return "empty_output"
     if "marker_only" in on and _MARKER_ONLY.match(out):
         return "marker_only"
+    if "missing_input" in on and _missing_input(inst, ctx):
+        return "missing_input"
     if "output_equals_input" in on and inp and out == inp:
         return "output_equals_input"
     if "leaked_markers" in on and (_MARKERS.search(out) or _MARKERS.search(inp)):

@@ -430,3 +430,20 @@ def test_foreign_label_from_another_tasks_demo():
 ])
 def test_refusal(output, refused):
     assert (output_reason(output) == "refusal") is refused
+
+
+@pytest.mark.parametrize("instruction, missing", [
+    ("The following two sentences are not the same. Which one is it?", True),
+    ("The following three numbers are multiples of 3. Find the next number.", True),
+    ("Given a list of integers, find the maximum.", True),
+    ("Summarize this article in two sentences.", True),
+    ("You are given a hat with 100 balls. How many are red?", False),  # "given" inside a scenario
+    ("What is the most important thing you can do this week?", False),  # "this" without content to point at
+    ("Translate this sentence: 'Hello, friend.'", False),  # the content is inline
+    ("What is the capital of France?", False),
+])
+def test_missing_input(instruction, missing):
+    ctx = F.Context(field="instance", instruction=instruction)
+    empty = F.instance_reason(Instance("", "An answer."), CFG, ctx)
+    assert (empty == "missing_input") is missing
+    assert F.instance_reason(Instance("Some content.", "An answer."), CFG, ctx) is None  # with an input: fine
