@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import sys
 from pathlib import Path
 
 from selfinstruct import __version__
 from selfinstruct import config as C
-from selfinstruct.errors import RunDirError, SelfInstructError
+from selfinstruct.errors import SelfInstructError
 
 log = logging.getLogger("selfinstruct")
 
@@ -35,93 +34,26 @@ def _setup_logging(quiet: bool) -> None:
     log.propagate = False
 
 
-def _seeds_digest(path: str) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-
-
-def _execute(cfg: C.Config, run_dir: Path, progress_bar: bool) -> int:
-    """Create or resume the run in `run_dir` with `cfg`, then run it to a stop."""
-    from selfinstruct.lm import load_lm
-    from selfinstruct.pipeline import Pipeline
-    from selfinstruct.records import load_seeds
-    from selfinstruct.store import RunStore
-
-    seeds = load_seeds(cfg.seed_tasks)
-    digest = _seeds_digest(cfg.seed_tasks)
-    lm = None
-    cfg.seed_tasks = str(Path(cfg.seed_tasks).resolve())  # the saved config works from any directory
-    if RunStore.exists(run_dir):
-        store = RunStore.open(run_dir)
-        saved_text = store.saved_config_text()
-        missing = C.missing_keys(saved_text)
-        if missing:  # their defaults would decide the rest of the run differently from its start
-            raise RunDirError(f"{run_dir}: started by an older selfinstruct whose config has no "
-                              f"{', '.join(missing)}; finish it with that version, or start a new output_dir")
-        saved = C.load_text(saved_text, str(run_dir / "config.yaml"))
-        safe, unsafe = C.diff(saved.to_dict(), cfg.to_dict())
-        if unsafe:
-            old, new = C.flatten(saved.to_dict()), C.flatten(cfg.to_dict())
-            changes = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in unsafe)
-            raise RunDirError(f"{run_dir}: config differs from the run's saved config in keys that shape past "
-                              f"decisions ({changes}); use a new output_dir, or resume with the saved values")
-        if store.progress.get("seeds_digest") not in (None, digest):
-            raise RunDirError(f"{cfg.seed_tasks}: seed file changed since this run started; "
-                              "use a new output_dir or restore the original seeds")
-        for k in safe:
-            if k not in ("seed_tasks", "output_dir"):
-                log.info("resume: %s changed to %r (allowed: it only decides when the job stops)",
-                         k, C.flatten(cfg.to_dict())[k])
-        if safe:
-            store.save_config(C.dump(cfg), cfg.fingerprint())
-        if store.progress.get("stop_reason"):
-            store.progress["stop_reason"] = None  # re-evaluated against the (possibly raised) limits
-        log.info("resuming %s at round %d batch %d (%d tasks accepted)", run_dir,
-                 store.progress["cursor"]["round"], store.progress["cursor"]["batch"],
-                 store.progress["totals"]["accepted"])
-    else:
-        lm = load_lm(cfg.model)  # before the run directory exists: a model that fails to load leaves none behind
-        store = RunStore.create(run_dir, C.dump(cfg), cfg.fingerprint())
-        store.progress["seeds_digest"] = digest
-        store.commit([], [], store.progress)
-        log.info("new run in %s: %d seed tasks, target %d, up to %d rounds", run_dir, len(seeds), cfg.target,
-                 cfg.max_rounds)
-    log.info("config:\n%s", C.dump(cfg).rstrip())
-    lm = lm or load_lm(cfg.model)
-    _record_environment(store, lm)
-    reason = Pipeline(cfg, lm, store, seeds, show_progress=progress_bar).run()
-    log.warning("done: %s", reason)
-    print(f"{store.progress['totals']['accepted']} tasks in {run_dir / 'tasks.jsonl'}; "
+def _report_done(run_dir: Path, accepted: int) -> int:
+    print(f"{accepted} tasks in {run_dir / 'tasks.jsonl'}; "
           f"export with: selfinstruct export {run_dir} --format alpaca -o data.jsonl")
     return 0
 
 
-def _record_environment(store, lm) -> None:
-    """Save what decides the numerics at the run's start; on resume, warn about each difference."""
-    now = {"selfinstruct": __version__, **lm.environment()}
-    then = store.progress.get("environment")
-    if then is None:
-        store.progress["environment"] = now
-        store.commit([], [], store.progress)
-        return
-    for key in sorted(set(then) | set(now)):
-        if then.get(key) != now.get(key):
-            log.warning("resume: %s was %r at the start of this run and is %r now; the rest of the run may "
-                        "differ from what an uninterrupted run would have made", key, then.get(key), now.get(key))
-
-
 def cmd_run(a) -> int:
+    from selfinstruct import job
+
     cfg = C.load(a.config, a.overrides)
-    return _execute(cfg, Path(cfg.output_dir), not a.no_progress)
+    run_dir = Path(cfg.output_dir)
+    return _report_done(run_dir, job.run(cfg, run_dir, progress_bar=not a.no_progress))
 
 
 def cmd_resume(a) -> int:
-    from selfinstruct.store import RunStore
+    from selfinstruct import job
 
     run_dir = Path(a.run_dir)
-    store = RunStore.open(run_dir, lock=False)
-    cfg = C.load_text(store.saved_config_text(), str(run_dir / "config.yaml"), a.overrides)
-    cfg.output_dir = str(run_dir)
-    return _execute(cfg, run_dir, not a.no_progress)
+    cfg = job.saved_config(run_dir, a.overrides)
+    return _report_done(run_dir, job.run(cfg, run_dir, progress_bar=not a.no_progress))
 
 
 def cmd_validate(a) -> int:

@@ -95,7 +95,7 @@ class Pipeline:
                 bar.close()
         if self.progress["stop_reason"] != reason:
             self.progress["stop_reason"] = reason
-            self.store.commit([], [], self.progress)
+            self.progress = self.store.commit([], [], self.progress)
         return reason
 
     def _bar(self):
@@ -193,7 +193,7 @@ class Pipeline:
             p["rounds_without_accept"] = 0 if stats["accepted"] else p["rounds_without_accept"] + 1
             log.info("round %d done: %d accepted of %d candidates; rejected %s", r, stats["accepted"],
                      stats["candidates"], dict(sorted(stats["rejected"].items())) or "none")
-        self.store.commit([task.to_json() for task in accepted], rejected, p)
+        self.progress = self.store.commit([task.to_json() for task in accepted], rejected, p)
         for task in accepted:
             self.machine.append(task)
             self.texts[task.id] = task.instruction
@@ -316,7 +316,7 @@ class Pipeline:
         log.info("deciding is_classification for %d seed tasks", len(todo))
         for t, m in zip(todo, self._margins([t.instruction for t in todo])):
             known[t.id] = m > self.cfg.instances.classification_margin
-        self.store.commit([], [], self.progress)
+        self.progress = self.store.commit([], [], self.progress)
 
     def _task(self, c: Candidate, r: int, b: int, frac: float) -> Task:
         humans = [t.id for t in c.examples if t.origin == "human"]

@@ -78,7 +78,8 @@ class RunStore:
         return (Path(root) / PROGRESS).exists()
 
     @classmethod
-    def create(cls, root: str | Path, config_text: str, fingerprint: str) -> RunStore:
+    def create(cls, root: str | Path, config_text: str, fingerprint: str, extra: dict | None = None) -> RunStore:
+        """A new run; `extra` goes into the first progress.json, the write that makes `root` a run."""
         root = Path(root)
         if cls.exists(root):
             raise RunDirError(f"{root}: already holds a run; resume it instead")
@@ -94,7 +95,7 @@ class RunStore:
             raise RunDirError(f"{root}: cannot create run directory: {e.strerror}") from None
         for name in (TASKS, REJECTED):  # a crash before the first progress.json leaves stale files
             (root / name).write_bytes(b"")
-        store = cls(root, new_progress(fingerprint))
+        store = cls(root, {**new_progress(fingerprint), **(extra or {})})
         store.save_config(config_text, fingerprint)
         store.lock()
         write_atomic(root / PROGRESS, json.dumps(store.progress, indent=1))
@@ -188,8 +189,8 @@ class RunStore:
 
     # ---- the one writer ----
 
-    def commit(self, accepted: list[dict], rejected: list[dict], progress: dict) -> None:
-        """Durably append rows, then publish `progress` (with new sizes) atomically."""
+    def commit(self, accepted: list[dict], rejected: list[dict], progress: dict) -> dict:
+        """Durably append rows, then publish `progress` (with new sizes) atomically; returns what was published."""
         progress = copy.deepcopy(progress)
         for name, rows in ((TASKS, accepted), (REJECTED, rejected)):
             path = self.root / name
@@ -201,3 +202,4 @@ class RunStore:
                 progress["sizes"][name] = f.tell()
         write_atomic(self.root / PROGRESS, json.dumps(progress, indent=1))
         self.progress = progress
+        return copy.deepcopy(progress)
