@@ -9,7 +9,7 @@ from pathlib import Path
 
 from selfinstruct import __version__
 from selfinstruct import config as C
-from selfinstruct.errors import SelfInstructError
+from selfinstruct.errors import SelfInstructError, Stopped
 
 log = logging.getLogger("selfinstruct")
 
@@ -152,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `selfinstruct status run | head`: the reader left; not an error
         sys.stderr.close()
         return 0
+    except Stopped as e:  # asked to stop, and stopped at a safe point: a note, not an error
+        print(e, file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("Interrupted: every committed batch is saved; run the same command again to resume.",
               file=sys.stderr)

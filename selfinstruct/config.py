@@ -41,6 +41,8 @@ class ModelConfig:
         lambda v: v in ("auto", "float32", "bfloat16", "float16"), "auto, float32, bfloat16 or float16"))
     batch_size: int = field(default=8, metadata=_check(lambda v: v >= 1, ">= 1"))  # prompts per forward pass
     chat_template: bool = False  # wrap each prompt as a chat user turn (raw completion works better on small models)
+    trust_remote_code: bool = False  # run Python code shipped in the model's repository (only for models you trust)
+    allow_pickle: bool = False  # load pickled .bin/.pt weights, which can run code; safetensors and GGUF need not
 
 
 @dataclass
@@ -135,7 +137,9 @@ class Config:
 
 # Keys that may change when resuming: they only decide when the job stops, or where files are
 # (the seed file's *content* is checked separately, by digest).
-SAFE_KEYS = ("target", "max_rounds", "output_dir", "seed_tasks", "stall.")
+# model.trust_remote_code and model.allow_pickle only permit or refuse a load; they change no sample.
+SAFE_KEYS = ("target", "max_rounds", "output_dir", "seed_tasks", "stall.", "model.trust_remote_code",
+             "model.allow_pickle")
 
 
 def _is_safe(key: str) -> bool:

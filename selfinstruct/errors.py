@@ -19,3 +19,7 @@ class RunDirError(SelfInstructError):
 
 class ModelError(SelfInstructError):
     """The model could not be found or loaded."""
+
+
+class Stopped(Exception):
+    """The user asked the job to stop (Ctrl-C, SIGTERM); it stopped at a safe point. Not an error."""

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import signal
+import threading
 from pathlib import Path
 
 from selfinstruct import __version__
@@ -55,12 +57,50 @@ def _check_resumable(store, cfg: C.Config, run_dir: Path, digest: str) -> None:
         store.save_config(C.dump(cfg), cfg.fingerprint())
 
 
+class StopSignal:
+    """First Ctrl-C (or SIGTERM): stop at the next safe point, between batches; a second Ctrl-C: stop at once.
+
+    Either way nothing committed is touched: a batch is committed whole or not at all.
+    """
+
+    def __init__(self):
+        self.requested = False
+        self._saved: dict[int, object] = {}
+
+    def __call__(self) -> bool:
+        return self.requested
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("stopping after the batch in flight (Ctrl-C again to stop at once)")
+
+    def __enter__(self) -> StopSignal:
+        if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._saved[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._saved.items():
+            signal.signal(sig, handler)
+
+
 def run(cfg: C.Config, run_dir: Path, progress_bar: bool = True) -> int:
-    """Create or resume the run in `run_dir` with `cfg`, run it to a stop; returns the accepted count."""
+    """Create or resume the run in `run_dir` with `cfg`, run it to a stop; returns the accepted count.
+
+    Raises Stopped when the user asked it to stop (Ctrl-C, SIGTERM) before it finished.
+    """
+    with StopSignal() as stop:
+        return _run(cfg, run_dir, progress_bar, stop)
+
+
+def _run(cfg: C.Config, run_dir: Path, progress_bar: bool, stop: StopSignal) -> int:
     from selfinstruct.lm import load_lm
     from selfinstruct.pipeline import Pipeline
     from selfinstruct.records import load_seeds
-    from selfinstruct.store import RunStore
+    from selfinstruct.store import RunStore, fault
 
     seeds = load_seeds(cfg.seed_tasks)
     digest = seeds_digest(cfg.seed_tasks)
@@ -75,18 +115,23 @@ def run(cfg: C.Config, run_dir: Path, progress_bar: bool = True) -> int:
                  store.progress["cursor"]["round"], store.progress["cursor"]["batch"],
                  store.progress["totals"]["accepted"])
     else:
+        fault("load")
         lm = load_lm(cfg.model)  # before the run directory exists: a model that fails to load leaves none behind
         # the seed digest and environment go into the same first progress.json that makes the directory a run
         store = RunStore.create(run_dir, C.dump(cfg), cfg.fingerprint(),
                                 {"seeds_digest": digest, "environment": _environment(lm)})
         log.info("new run in %s: %d seed tasks, target %d, up to %d rounds", run_dir, len(seeds), cfg.target,
                  cfg.max_rounds)
-    log.info("config:\n%s", C.dump(cfg).rstrip())
-    if lm is None:
-        lm = load_lm(cfg.model)
-        _warn_environment(store.progress.get("environment") or {}, _environment(lm))
-    pipeline = Pipeline(cfg, lm, store, seeds, show_progress=progress_bar)
-    reason = pipeline.run()
+    try:
+        log.info("config:\n%s", C.dump(cfg).rstrip())
+        if lm is None:
+            fault("load")
+            lm = load_lm(cfg.model)
+            _warn_environment(store.progress.get("environment") or {}, _environment(lm))
+        pipeline = Pipeline(cfg, lm, store, seeds, show_progress=progress_bar, stop_requested=stop)
+        reason = pipeline.run()
+    finally:
+        store.close()
     log.warning("done: %s", reason)
     return pipeline.progress["totals"]["accepted"]
 

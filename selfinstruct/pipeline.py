@@ -13,17 +13,18 @@ import math
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from selfinstruct import prompts as P
 from selfinstruct.config import Config, SamplingConfig
-from selfinstruct.errors import ModelError
+from selfinstruct.errors import ModelError, Stopped
 from selfinstruct.filters import Context, check_instruction, filter_instances, norm_label
 from selfinstruct.lm.base import LM, Completion, GenerationParams
 from selfinstruct.mix import derive_seed, human_fraction, sample_examples
 from selfinstruct.novelty import NoveltyIndex, rouge_l
 from selfinstruct.records import Instance, Task
-from selfinstruct.store import RunStore
+from selfinstruct.store import RunStore, fault
 
 log = logging.getLogger("selfinstruct")
 
@@ -47,9 +48,11 @@ class Candidate:
 
 
 class Pipeline:
-    def __init__(self, cfg: Config, lm: LM, store: RunStore, seeds: list[Task], show_progress: bool = True):
+    def __init__(self, cfg: Config, lm: LM, store: RunStore, seeds: list[Task], show_progress: bool = True,
+                 stop_requested: Callable[[], bool] = lambda: False):
         self.cfg, self.lm, self.store, self.seeds = cfg, lm, store, seeds
         self.show_progress = show_progress
+        self.stop_requested = stop_requested  # polled at safe points: between batches
         self.progress = copy.deepcopy(store.progress)
         self.machine: list[Task] = store.tasks()
         self.texts: dict[str, str] = {t.id: t.instruction for t in seeds + self.machine}
@@ -89,6 +92,8 @@ class Pipeline:
         bar = self._bar()
         try:
             while (reason := self.stop_reason()) is None:
+                if self.stop_requested():
+                    raise Stopped(self._stopped_message())
                 self._run_batch(bar)
         finally:
             if bar is not None:
@@ -97,6 +102,14 @@ class Pipeline:
             self.progress["stop_reason"] = reason
             self.progress = self.store.commit([], [], self.progress)
         return reason
+
+    def _stopped_message(self) -> str:
+        r, b = self.progress["cursor"]["round"], self.progress["cursor"]["batch"]
+        if b == 0 and r == 1:
+            where = "before the first batch"
+        else:  # the last committed batch, 1-based for people
+            where = f"after round {r} batch {b}" if b else f"after round {r - 1} batch {self.batches_per_round}"
+        return f"stopped {where}; resume with: selfinstruct resume {self.store.root}"
 
     def _bar(self):
         if not self.show_progress:
@@ -199,6 +212,8 @@ class Pipeline:
             self.texts[task.id] = task.instruction
             self.depth[task.id] = task.depth
             self.index.add(task.instruction, task.id)
+        if p["cursor"]["batch"] == 0:
+            fault("round_end")
         if bar is not None:
             bar.update(max(0, min(t["accepted"], self.cfg.target) - bar.n))
             tps = t["completion_tokens"] / t["lm_seconds"] if t["lm_seconds"] else 0.0

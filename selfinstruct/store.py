@@ -8,8 +8,10 @@ lies past it (a torn or uncommitted write) is cut off when the run is opened aga
 from __future__ import annotations
 
 import copy
+import errno
 import json
 import os
+import signal
 from contextlib import suppress
 from pathlib import Path
 
@@ -19,6 +21,54 @@ from selfinstruct.records import Task, dumps
 TASKS, REJECTED, PROGRESS, CONFIG = "tasks.jsonl", "rejected.jsonl", "progress.json", "config.yaml"
 LOCK = ".lock"
 VERSION = 1
+
+# Fault injection, for tests only: SELFINSTRUCT_FAULT="POINT[@N][=ACTION],..." makes the N-th (default 1st)
+# arrival at POINT (or at any point, for POINT "any") KILL the process (SIGKILL, the default), send it SIGINT,
+# or fail as a full disk (enospc) or a read-only one (eacces). SELFINSTRUCT_FAULT_TRACE=FILE appends the name
+# of every point reached, so a test can pick random instants among them. Read here and nowhere else.
+FAULT_ENV, FAULT_TRACE_ENV = "SELFINSTRUCT_FAULT", "SELFINSTRUCT_FAULT_TRACE"
+FAULT_POINTS = (
+    "load",               # while the model loads (job)
+    "torn_append",        # half of a batch's tasks rows written and synced (a torn write)
+    "tasks_appended",     # after the tasks append, before the rejected append
+    "rejected_appended",  # after both appends, before progress.json is written
+    "progress_renamed",   # after the progress.json rename
+    "round_end",          # between rounds (pipeline)
+)
+_fault_hits: dict[str, int] = {}
+
+
+def _fault_action(point: str) -> str | None:
+    """The action armed for this arrival at `point`, counting arrivals; None when nothing is armed."""
+    spec, trace = os.environ.get(FAULT_ENV), os.environ.get(FAULT_TRACE_ENV)
+    if not spec and not trace:
+        return None
+    _fault_hits[point] = _fault_hits.get(point, 0) + 1
+    _fault_hits["any"] = _fault_hits.get("any", 0) + 1
+    if trace:
+        with open(trace, "a", encoding="utf-8") as f:
+            f.write(point + "\n")
+    for item in (spec or "").split(","):
+        where, _, action = item.strip().partition("=")
+        name, _, nth = where.partition("@")
+        if name in (point, "any") and _fault_hits[name] == int(nth or 1):
+            return action or "kill"
+    return None
+
+
+def fault(point: str) -> None:
+    """A named point where tests may inject a fault (see FAULT_ENV); does nothing in normal runs."""
+    action = _fault_action(point)
+    if action == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif action == "sigint":
+        os.kill(os.getpid(), signal.SIGINT)
+    elif action == "sigint2":  # two presses: the second stops at once
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+    elif action in ("enospc", "eacces"):
+        code = errno.ENOSPC if action == "enospc" else errno.EACCES
+        raise OSError(code, os.strerror(code))
 
 
 def new_progress(fingerprint: str) -> dict:
@@ -145,6 +195,12 @@ class RunStore:
             raise RunDirError(f"{self.root}: another selfinstruct process is running on this directory") from None
         self._lock_fd = fd
 
+    def close(self) -> None:
+        """Release the lock (a process exit does the same)."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
     def _truncate_uncommitted(self) -> None:
         for name, size in self.progress["sizes"].items():
             f = self.root / name
@@ -190,16 +246,39 @@ class RunStore:
     # ---- the one writer ----
 
     def commit(self, accepted: list[dict], rejected: list[dict], progress: dict) -> dict:
-        """Durably append rows, then publish `progress` (with new sizes) atomically; returns what was published."""
+        """Durably append rows, then publish `progress` (with new sizes) atomically; returns what was published.
+
+        A failed write (disk full, read-only) raises RunDirError and leaves the committed state as it was:
+        the appended bytes lie past the committed sizes, which every reader ignores and resume cuts off.
+        """
         progress = copy.deepcopy(progress)
-        for name, rows in ((TASKS, accepted), (REJECTED, rejected)):
-            path = self.root / name
-            with open(path, "ab") as f:
-                if rows:
-                    f.write("".join(dumps(r) for r in rows).encode("utf-8"))
-                    f.flush()
-                    os.fsync(f.fileno())
-                progress["sizes"][name] = f.tell()
-        write_atomic(self.root / PROGRESS, json.dumps(progress, indent=1))
+        try:
+            for name, rows, point in ((TASKS, accepted, "tasks_appended"), (REJECTED, rejected, "rejected_appended")):
+                with open(self.root / name, "ab") as f:
+                    if rows:
+                        data = "".join(dumps(r) for r in rows).encode("utf-8")
+                        if name == TASKS and _fault_action("torn_append") == "kill":
+                            f.write(data[: len(data) // 2])
+                            f.flush()
+                            os.fsync(f.fileno())
+                            os.kill(os.getpid(), signal.SIGKILL)
+                        f.write(data)
+                        f.flush()
+                        os.fsync(f.fileno())
+                    progress["sizes"][name] = f.tell()
+                fault(point)
+            write_atomic(self.root / PROGRESS, json.dumps(progress, indent=1))
+        except OSError as e:
+            self._cut_back()
+            where = e.filename or self.root
+            raise RunDirError(f"{where}: cannot commit a batch ({e.strerror or e}); everything committed before "
+                              f"is intact; fix it and continue with: selfinstruct resume {self.root}") from None
         self.progress = progress
+        fault("progress_renamed")
         return copy.deepcopy(progress)
+
+    def _cut_back(self) -> None:
+        """Best effort after a failed commit: drop the bytes appended past the committed sizes."""
+        with suppress(OSError):
+            self._truncate_uncommitted()
+            (self.root / (PROGRESS + ".tmp")).unlink(missing_ok=True)

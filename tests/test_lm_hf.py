@@ -453,3 +453,52 @@ def test_environment_names_what_decides_the_numerics(lm):
     env = lm.environment()
     assert (env["device"], env["dtype"], env["batch_size"]) == ("cpu", "float32", 2)
     assert env["torch"] == torch.__version__ and env["transformers"] != "unknown"
+
+
+# ---- security defaults ----
+
+@pytest.fixture(scope="module")
+def pickled_model_dir(tmp_path_factory):
+    """The tiny model saved as a pickled pytorch_model.bin, with no safetensors beside it."""
+    from tests.conftest import build_tiny_model, build_tiny_tokenizer
+
+    import torch
+
+    out = tmp_path_factory.mktemp("pickled")
+    tok = build_tiny_tokenizer()
+    model = build_tiny_model(len(tok))
+    model.config.save_pretrained(out)
+    model.generation_config.save_pretrained(out)
+    torch.save(model.state_dict(), out / "pytorch_model.bin")  # transformers 5 only writes safetensors itself
+    tok.save_pretrained(out)
+    return out
+
+
+def test_pickled_weights_are_refused_by_default(pickled_model_dir):
+    with pytest.raises(ModelError, match=r"only pickled weights \(pytorch_model.bin\).*model.allow_pickle: true"):
+        load(pickled_model_dir)
+
+
+def test_pickled_weights_load_when_the_config_allows_them(pickled_model_dir, lm):
+    allowed = load(pickled_model_dir, allow_pickle=True)
+    assert texts(allowed.generate(PROMPTS[:2], GREEDY, 0)) == texts(lm.generate(PROMPTS[:2], GREEDY, 0))
+
+
+def test_trust_remote_code_is_off_unless_set_and_warns_with_the_model_name(tiny_model_dir, caplog, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    seen = []
+    real = AutoModelForCausalLM.from_pretrained.__func__
+
+    def spy(cls, *args, **kwargs):
+        seen.append(kwargs.get("trust_remote_code"))
+        return real(cls, *args, **kwargs)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", classmethod(spy))
+    monkeypatch.setattr(logging.getLogger("selfinstruct"), "propagate", True)  # the CLI turns it off
+    with caplog.at_level(logging.WARNING, logger="selfinstruct"):
+        load(tiny_model_dir)
+        assert not caplog.records
+        load(tiny_model_dir, trust_remote_code=True)
+    assert seen == [False, True]
+    assert str(tiny_model_dir) in caplog.text and "trust_remote_code" in caplog.text

@@ -12,7 +12,8 @@ def _hf(cfg: ModelConfig) -> LM:
     from selfinstruct.lm.hf import HFBackend
 
     return HFBackend(cfg.name, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size,
-                     chat_template=cfg.chat_template)
+                     chat_template=cfg.chat_template, trust_remote_code=cfg.trust_remote_code,
+                     allow_pickle=cfg.allow_pickle)
 
 
 def _fake(cfg: ModelConfig) -> LM:

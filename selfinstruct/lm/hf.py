@@ -200,6 +200,21 @@ def resolve_model(name: str, cache_dir: Path) -> tuple[str, str]:
     return name, name  # a hub id
 
 
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def _refuse_pickled_weights(source: str) -> None:
+    """A local model directory with pickled weights and no safetensors is refused (pickle can run code)."""
+    path = Path(source)
+    if not path.is_dir() or any(path.glob("*.safetensors")):
+        return
+    pickled = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickled:
+        raise ModelError(f"model directory {path} holds only pickled weights ({', '.join(pickled[:3])}), which can "
+                         "run code when loaded; convert them to safetensors, or set model.allow_pickle: true "
+                         "if you trust their source")
+
+
 def resolve_device(device: str) -> str:
     """Pick and check the device: "auto" = cuda if available else cpu."""
     import torch
@@ -257,7 +272,8 @@ class HFBackend:
     """A causal LM run in this process with transformers; implements selfinstruct.lm.base.LM."""
 
     def __init__(self, name: str, *, device: str = "auto", dtype: str = "auto",
-                 batch_size: int = 8, chat_template: bool = False, cache_dir: str | None = None):
+                 batch_size: int = 8, chat_template: bool = False, cache_dir: str | None = None,
+                 trust_remote_code: bool = False, allow_pickle: bool = False):
         if batch_size < 1:
             raise ModelError(f"batch_size must be at least 1, got {batch_size}")
         import torch
@@ -273,11 +289,18 @@ class HFBackend:
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
         source, self.name = resolve_model(name, self.cache_dir)
         self.source = source  # the directory (or hub id) actually loaded
+        if trust_remote_code:
+            log.warning("model.trust_remote_code is true: %s may run Python code from its repository on this "
+                        "machine; only do this for a model you trust", name)
+        if not allow_pickle:
+            _refuse_pickled_weights(source)
+        # Pickled checkpoints can run code when loaded: safetensors only, unless the config allows pickle.
+        safety = {"trust_remote_code": trust_remote_code, "use_safetensors": None if allow_pickle else True}
 
         start = time.perf_counter()
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(source)
-            self.model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, self.dtype))
+            self.tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+            self.model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, self.dtype), **safety)
         except Exception as err:  # OSError, ValueError, hub errors: one line for the user
             raise ModelError(self._load_error(name, source, err)) from err
         self.model.to(self.device).eval()
