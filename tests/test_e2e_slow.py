@@ -27,6 +27,7 @@ def test_small_job_on_the_bundled_model(tmp_path):
     progress = json.loads((out / "progress.json").read_text())
     tasks, rejected = rows(out / "tasks.jsonl"), rows(out / "rejected.jsonl")
     assert progress["totals"]["candidates"] > 0  # the model wrote parseable instructions
+    assert tasks, f"no task accepted; rejected: {progress['rounds']}"
     assert len(tasks) + len(rejected) == progress["totals"]["candidates"]
     assert progress["totals"]["completion_tokens"] > 0
     for t in tasks:
