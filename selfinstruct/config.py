@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,6 +189,9 @@ def _build(cls, data, path: str, errors: list[str]):
             continue
         if tp is float:
             value = float(value)
+            if not math.isfinite(value):  # .inf passes ">= 0"; .nan passes every unchecked key
+                errors.append(f"{key}: must be a finite number, got {value!r}")
+                continue
         check = f.metadata.get("check")
         if check and not check(value):
             errors.append(f"{key}: must be {f.metadata['msg']}, got {value!r}")
