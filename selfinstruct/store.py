@@ -63,6 +63,20 @@ def _leftover_of_create(path: Path) -> bool:
     return path.name in (CONFIG, LOCK, CONFIG + ".tmp", PROGRESS + ".tmp")
 
 
+def _wrong_types(progress: dict) -> str | None:
+    """What in a progress.json has the wrong shape (a hand edit, another tool's file), or None."""
+    sizes, cursor = progress["sizes"], progress["cursor"]
+    if not isinstance(sizes, dict) or set(sizes) != {TASKS, REJECTED} or not all(
+            type(v) is int and v >= 0 for v in sizes.values()):
+        return f"sizes must give a byte count >= 0 for {TASKS} and {REJECTED}"
+    if not isinstance(cursor, dict) or not all(type(cursor.get(k)) is int for k in ("round", "batch")):
+        return "cursor must hold integer round and batch"
+    for key in ("totals", "rounds", "seed_classification"):
+        if not isinstance(progress[key], dict):
+            return f"{key} must be an object"
+    return None
+
+
 class RunStore:
     """One run directory. Open it with `create` or `open`; `commit` is the only writer."""
 
@@ -119,12 +133,17 @@ class RunStore:
         missing = [k for k in new_progress("").keys() if k not in progress]
         if missing:
             raise RunDirError(f"{path}: damaged (missing {', '.join(missing)}); the run cannot be resumed safely")
+        wrong = _wrong_types(progress)
+        if wrong:
+            raise RunDirError(f"{path}: damaged ({wrong}); the run cannot be resumed safely")
         store = cls(root, progress)
         for name, size in progress["sizes"].items():
             f = root / name
-            actual = f.stat().st_size if f.exists() else -1
+            if not f.is_file():
+                raise RunDirError(f"{f}: missing, but {size} bytes were committed to it; the run directory was damaged")
+            actual = f.stat().st_size
             if actual < size:
-                raise RunDirError(f"{f}: holds {max(actual, 0)} bytes but {size} were committed; "
+                raise RunDirError(f"{f}: holds {actual} bytes but {size} were committed; "
                                   "the run directory was damaged")
         if lock:
             store.lock()
@@ -137,7 +156,10 @@ class RunStore:
             import fcntl
         except ImportError:  # Windows: no advisory lock
             return
-        fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise RunDirError(f"{self.root / LOCK}: cannot open the run's lock file: {e.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -156,24 +178,33 @@ class RunStore:
 
     # ---- reading ----
 
-    def _read_committed(self, name: str) -> list[dict]:
+    def _read_committed(self, name: str, parse=dict) -> list:
+        """The committed rows of `name`, each through `parse`; a row that fails is damage, named by its line."""
         size = self.progress["sizes"][name]
         path = self.root / name
         with open(path, "rb") as f:
             data = f.read(size)
         rows = []
         # b"\n" only: str.splitlines() also breaks at U+2028, U+2029 and U+0085, which JSON strings hold raw.
-        for n, line in enumerate(data.decode("utf-8").split("\n"), 1):
+        for n, line in enumerate(data.split(b"\n"), 1):
             if line.strip():
                 try:
-                    rows.append(json.loads(line))
+                    row = json.loads(line.decode("utf-8"))
+                    if not isinstance(row, dict):
+                        raise TypeError(f"a JSON {type(row).__name__}, not an object")
+                    rows.append(parse(row))
                 except json.JSONDecodeError as e:
                     raise RunDirError(f"{path}:{n}: damaged committed row ({e.msg})") from None
+                except UnicodeDecodeError:
+                    raise RunDirError(f"{path}:{n}: damaged committed row (not UTF-8)") from None
+                except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as e:
+                    what = f"no {e}" if isinstance(e, KeyError) else str(e) or type(e).__name__
+                    raise RunDirError(f"{path}:{n}: damaged committed row ({what})") from None
         return rows
 
     def tasks(self) -> list[Task]:
         """Accepted machine tasks, in commit order."""
-        return [Task.from_json(r) for r in self._read_committed(TASKS)]
+        return self._read_committed(TASKS, Task.from_json)
 
     def rejected(self) -> list[dict]:
         return self._read_committed(REJECTED)
@@ -186,6 +217,8 @@ class RunStore:
             return (self.root / CONFIG).read_text(encoding="utf-8")
         except OSError as e:
             raise RunDirError(f"{self.root / CONFIG}: cannot read saved config: {e.strerror}") from None
+        except UnicodeDecodeError as e:
+            raise RunDirError(f"{self.root / CONFIG}: damaged saved config (not UTF-8 at byte {e.start})") from None
 
     # ---- the one writer ----
 
