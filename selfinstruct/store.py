@@ -18,6 +18,8 @@ from selfinstruct.records import Task, dumps
 
 TASKS, REJECTED, PROGRESS, CONFIG = "tasks.jsonl", "rejected.jsonl", "progress.json", "config.yaml"
 LOCK = ".lock"
+AUDIT = "audit.jsonl"  # hand-audit answers (audit.py)
+RUN_FILES = (TASKS, REJECTED, PROGRESS, CONFIG, LOCK, AUDIT)
 VERSION = 1
 
 
@@ -54,6 +56,25 @@ def write_atomic(path: Path, text: str) -> None:
         os.fsync(f.fileno())
     os.replace(tmp, path)
     fsync_dir(path.parent)
+
+
+def write_output(path: str | Path, text: str, what: str = "export") -> None:
+    """Write a user-named output file atomically; never over a run's own files; any failure is one RunDirError."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise RunDirError(f"{path.parent}: no such directory for the {what}")
+    if path.is_dir():
+        raise RunDirError(f"{path}: is a directory; give a file name, e.g. {path / 'data.jsonl'}")
+    real = path.resolve()
+    if real.name in RUN_FILES and (real.parent / PROGRESS).exists():
+        raise RunDirError(f"{path}: is a file of the run directory {real.parent}; the {what} would replace it; "
+                          "choose another file name")
+    try:
+        write_atomic(path, text)
+    except OSError as e:
+        with suppress(OSError):
+            path.with_name(path.name + ".tmp").unlink()
+        raise RunDirError(f"{path}: cannot write the {what}: {e.strerror or e}") from None
 
 
 def _leftover_of_create(path: Path) -> bool:
