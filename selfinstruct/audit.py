@@ -53,7 +53,7 @@ class AuditLog(NamedTuple):
 def _row(raw: bytes) -> dict | None:
     try:
         row = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (ValueError, RecursionError):  # bad JSON, not UTF-8, a 5000-digit number, nesting too deep
         return None
     ok = isinstance(row, dict) and isinstance(row.get("id"), str) and all(
         isinstance(row.get(k), bool) for k in (*KEYS, "all"))

@@ -147,8 +147,9 @@ class RunStore:
             raise RunDirError(f"{path}: missing; {root} is not a run directory (or it never committed)")
         try:
             progress = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise RunDirError(f"{path}: damaged (not valid JSON: {e}); the run cannot be resumed safely") from None
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:  # ValueError: also a 5000-digit number
+            raise RunDirError(f"{path}: damaged (not valid JSON: {str(e) or type(e).__name__}); "
+                              "the run cannot be resumed safely") from None
         if not isinstance(progress, dict) or progress.get("version") != VERSION or "sizes" not in progress:
             raise RunDirError(f"{path}: not a selfinstruct v{VERSION} progress file")
         missing = [k for k in new_progress("").keys() if k not in progress]
