@@ -147,6 +147,8 @@ class RunStore:
             raise RunDirError(f"{path}: missing; {root} is not a run directory (or it never committed)")
         try:
             progress = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as e:  # e.g. a directory of that name
+            raise RunDirError(f"{path}: cannot read: {e.strerror}") from None
         except (ValueError, UnicodeDecodeError, RecursionError) as e:  # ValueError: also a 5000-digit number
             raise RunDirError(f"{path}: damaged (not valid JSON: {str(e) or type(e).__name__}); "
                               "the run cannot be resumed safely") from None
@@ -162,7 +164,8 @@ class RunStore:
         for name, size in progress["sizes"].items():
             f = root / name
             if not f.is_file():
-                raise RunDirError(f"{f}: missing, but {size} bytes were committed to it; the run directory was damaged")
+                raise RunDirError(f"{f}: missing (or not a file), but {size} bytes were committed to it; "
+                                  "the run directory was damaged")
             actual = f.stat().st_size
             if actual < size:
                 raise RunDirError(f"{f}: holds {actual} bytes but {size} were committed; "
