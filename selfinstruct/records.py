@@ -147,6 +147,7 @@ def load_seeds(path: str | Path) -> list[Task]:
     ids: dict[str, tuple[int, object]] = {}
     merged = 0
     for n, line in enumerate(lines, 1):
+        line = line.removeprefix("\ufeff")  # `cat a.jsonl b.jsonl` of two files saved with a BOM
         if not line.strip():
             continue
         where = f"{path}:{n}"
