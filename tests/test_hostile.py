@@ -128,21 +128,25 @@ SEED_CASES = [
     ("seed-crlf", jl(task(1), task(2)).replace(b"\n", b"\r\n"), 2),
     ("seed-no-final-newline", jl(task(1), task(2)).rstrip(b"\n"), 2),
     ("seed-blank-lines-between", b"\n\n" + jl(task(1)) + b"   \n\t\n" + jl(task(2)) + b"\n\n", 2),
-    ("seed-u2028-in-text", jl(task(1, instruction="Split this\u2028line and that\u2029one\x85too, then join them.")), 1),
+    ("seed-u2028-in-text", jl(task(1, instruction="Split this\u2028line and that\u2029one\x85too, then join them.")),
+     1),
     ("seed-escaped-control-chars", jl(task(1, instruction="Remove the tab\tand the bell\x07 from the text.")), 1),
     ("seed-alpaca-flat-rows", jl(ALPACA, {**ALPACA, "instruction": "Say hello.", "input": ""}), 2),
     ("seed-alpaca-without-input", jl({"instruction": "Name a prime number.", "output": "7"}), 1),
     ("seed-mixed-schemas", jl(GOOD, ALPACA, task(3)), 3),
-    ("seed-same-instruction-other-inputs-merged", jl(ALPACA, {**ALPACA, "input": "Good night.", "output": "Bonne nuit."}), 1),
+    ("seed-same-instruction-other-inputs-merged",
+     jl(ALPACA, {**ALPACA, "input": "Good night.", "output": "Bonne nuit."}), 1),
     ("seed-exact-duplicate-rows-without-id", jl(ALPACA, ALPACA, ALPACA), 1),
     ("seed-exact-duplicate-rows-with-id", jl(task(1), task(1), task(2)), 2),
     ("seed-extra-fields-ignored", jl({**GOOD, "category": "geo", "score": 3.5}), 1),
-    ("seed-missing-name-and-classification", jl({"instruction": GOOD["instruction"], "instances": GOOD["instances"]}), 1),
+    ("seed-missing-name-and-classification", jl({"instruction": GOOD["instruction"], "instances": GOOD["instances"]}),
+     1),
     ("seed-huge-whitespace-line", b" " * 2_000_000 + jl(GOOD), 1),
     ("seed-utf16", "\ufeff".encode("utf-16-le") + jl(GOOD).decode().encode("utf-16-le"), "not UTF-8"),
     ("seed-latin1-bytes", jl(GOOD) + '{"instruction": "Décris le café.", "output": "x"}\n'.encode("latin-1"),
      "seeds.jsonl:2: not UTF-8"),
-    ("seed-invalid-utf8", jl(task(1), task(2)) + b'{"instruction": "bad \xc3\x28 byte", "output": "x"}\n', ":3: not UTF-8"),
+    ("seed-invalid-utf8", jl(task(1), task(2)) + b'{"instruction": "bad \xc3\x28 byte", "output": "x"}\n',
+     ":3: not UTF-8"),
     ("seed-raw-nul-byte", jl(task(1)) + b"\x00\x00\x00\n", "seeds.jsonl:2: invalid JSON"),
     ("seed-raw-nul-inside-string", b'{"instruction": "a\x00b c d", "output": "x"}\n', ":1: invalid JSON"),
     ("seed-huge-instruction", jl(task(1, instruction="word " * (BIG // 5))), "'instruction' is 9,999,999 characters"),
@@ -157,13 +161,17 @@ SEED_CASES = [
     ("seed-instruction-null", jl({"instruction": None, "output": "x"}), "'instruction' must be a string"),
     ("seed-instruction-missing", jl({"output": "x"}), "'instruction' must be a string (missing)"),
     ("seed-instruction-blank", jl({"instruction": " \t ", "output": "x"}), "'instruction' is empty"),
-    ("seed-instances-object", jl({**GOOD, "instances": {"input": "", "output": "x"}}), "'instances' must be a non-empty list"),
+    ("seed-instances-object", jl({**GOOD, "instances": {"input": "", "output": "x"}}),
+     "'instances' must be a non-empty list"),
     ("seed-instances-string", jl({**GOOD, "instances": "x"}), "'instances' must be a non-empty list"),
     ("seed-instances-empty", jl({**GOOD, "instances": []}), "'instances' must be a non-empty list"),
     ("seed-instance-not-object", jl({**GOOD, "instances": ["x"]}), "instances[0] must be an object"),
-    ("seed-instance-output-null", jl({**GOOD, "instances": [{"input": "", "output": None}]}), "instances[0]: 'output' must"),
-    ("seed-instance-output-missing", jl({**GOOD, "instances": [{"input": "a"}]}), "'output' must be a string (missing)"),
-    ("seed-instance-input-number", jl({**GOOD, "instances": [{"input": 3, "output": "x"}]}), "'input' must be a string"),
+    ("seed-instance-output-null", jl({**GOOD, "instances": [{"input": "", "output": None}]}),
+     "instances[0]: 'output' must"),
+    ("seed-instance-output-missing", jl({**GOOD, "instances": [{"input": "a"}]}),
+     "'output' must be a string (missing)"),
+    ("seed-instance-input-number", jl({**GOOD, "instances": [{"input": 3, "output": "x"}]}),
+     "'input' must be a string"),
     ("seed-no-output-no-instances", jl({"instruction": "Do the thing well.", "input": "x"}), "needs 'instances'"),
     ("seed-is-classification-string", jl({**GOOD, "is_classification": "yes"}), "'is_classification' must be"),
     ("seed-id-float", jl({**GOOD, "id": 1.5}), "'id' must be a string"),
@@ -257,9 +265,11 @@ def _config_cases() -> list:
             cases.append(pytest.param(f"{key}=.inf", key, id=f"config-{key}-inf"))
     for key, value, what in [("filters.instruction", "[lenght]", "unknown-filter"),
                              ("filters.instance", "[nope]", "unknown-filter"),
-                             ("filters.blacklist", "['']", "empty-word"), ("filters.min_words", "500", "above-max-words"),
+                             ("filters.blacklist", "['']", "empty-word"),
+                             ("filters.min_words", "500", "above-max-words"),
                              ("prompt.schedule", "[2.0]", "fraction-above-1"), ("model", "5", "not-a-mapping"),
-                             ("tagret", "5", "unknown-key"), ("model.nme", "x", "unknown-key"), ("seed_tasks", "", "empty")]:
+                             ("tagret", "5", "unknown-key"), ("model.nme", "x", "unknown-key"),
+                             ("seed_tasks", "", "empty")]:
         cases.append(pytest.param(f"{key}={value}", key, id=f"config-{key}-{what}"))
     return cases
 
@@ -288,7 +298,8 @@ CONFIG_FILE_CASES = [
     ("config-yaml-top-level-scalar", b"just words\n", "expected a mapping"),
     ("config-binary-file", bytes(range(256)) * 4, "not UTF-8"),
     ("config-nul-bytes", b"target: 5\n\x00\x00\n", "invalid YAML"),
-    ("config-yaml-duplicate-key", b"target: 5\nmax_rounds: 3\ntarget: 500\n", ":3: invalid YAML: duplicate key 'target'"),
+    ("config-yaml-duplicate-key", b"target: 5\nmax_rounds: 3\ntarget: 500\n",
+     ":3: invalid YAML: duplicate key 'target'"),
     ("config-yaml-duplicate-nested-key", b"model:\n  backend: fake\n  backend: hf\n", "duplicate key 'backend'"),
     ("config-yaml-list-as-key", b"[1, 2]: x\n", "invalid YAML"),
     ("config-section-not-mapping", b"model: fake\n", "model: expected a mapping"),
@@ -454,7 +465,8 @@ RUNDIR_CASES = [
      (OK, OK, OK, E), "audit.jsonl:1: damaged row"),
     ("audit-log-torn-last-line", lambda r: (r / "audit.jsonl").write_bytes(AUDIT_ROW + b'{"id": "t'), (OK,) * 4, None),
     ("torn-uncommitted-tail", lambda r: (r / "tasks.jsonl").open("ab").write(b'{"id": "half-writ'), (OK,) * 4, None),
-    ("torn-tail-both-files", lambda r: [(r / n).open("ab").write(b'\xff\x00{"torn') for n in ("tasks.jsonl", "rejected.jsonl")],
+    ("torn-tail-both-files",
+     lambda r: [(r / n).open("ab").write(b'\xff\x00{"torn') for n in ("tasks.jsonl", "rejected.jsonl")],
      (OK,) * 4, None),
     ("stale-lock-file", lambda r: (r / ".lock").write_text("12345\n"), (OK,) * 4, None),
     ("lock-dir-instead-of-file", lambda r: ((r / ".lock").unlink(), (r / ".lock").mkdir()), (OK, OK, E, OK), ".lock"),
@@ -726,8 +738,8 @@ completions = st.one_of(
     st.text(max_size=400),
     st.lists(st.one_of(st.sampled_from(PIECES), st.text(max_size=12)), max_size=60).map("".join),
 )
-_ALL_OUTPUT_FILTER_NAMES = ("empty_output marker_only missing_input output_equals_input leaked_markers truncated refusal "
-                            "looping repetitive repeated_phrase foreign_label").split()
+_ALL_OUTPUT_FILTER_NAMES = ("empty_output marker_only missing_input output_equals_input leaked_markers truncated "
+                            "refusal looping repetitive repeated_phrase foreign_label").split()
 _KNOWN_REASONS = set(C.INSTRUCTION_FILTERS) | {"empty", "too_short", "too_long", "program_task", "leading_punctuation",
                                               "non_ascii_start"} | set(_ALL_OUTPUT_FILTER_NAMES)
 
