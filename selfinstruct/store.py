@@ -84,6 +84,10 @@ def _leftover_of_create(path: Path) -> bool:
     return path.name in (CONFIG, LOCK, CONFIG + ".tmp", PROGRESS + ".tmp")
 
 
+def _number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def _wrong_types(progress: dict) -> str | None:
     """What in a progress.json has the wrong shape (a hand edit, another tool's file), or None."""
     sizes, cursor = progress["sizes"], progress["cursor"]
@@ -95,6 +99,12 @@ def _wrong_types(progress: dict) -> str | None:
     for key in ("totals", "rounds", "seed_classification"):
         if not isinstance(progress[key], dict):
             return f"{key} must be an object"
+    if not all(_number(progress["totals"].get(k)) for k in new_progress("")["totals"]):
+        return f"totals must hold the numbers {', '.join(new_progress('')['totals'])}"
+    for r, stats in progress["rounds"].items():
+        if not (isinstance(stats, dict) and all(_number(stats.get(k)) for k in ("accepted", "candidates"))
+                and isinstance(stats.get("rejected"), dict) and _number(stats.get("human_fraction"))):
+            return f"rounds.{r} must hold accepted, candidates, rejected and human_fraction"
     return None
 
 
