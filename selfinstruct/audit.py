@@ -19,9 +19,8 @@ from typing import NamedTuple, TextIO
 
 from selfinstruct.errors import SelfInstructError
 from selfinstruct.records import Task, dumps
-from selfinstruct.store import RunStore, write_atomic
+from selfinstruct.store import AUDIT, RunStore, write_output
 
-AUDIT = "audit.jsonl"
 Z95 = 1.959963984540054  # two-sided 95 % normal quantile
 # (row key, label, CSV column, one-line hint from audit.md)
 QUESTIONS = (
@@ -54,7 +53,7 @@ class AuditLog(NamedTuple):
 def _row(raw: bytes) -> dict | None:
     try:
         row = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (ValueError, RecursionError):  # bad JSON, not UTF-8, a 5000-digit number, nesting too deep
         return None
     ok = isinstance(row, dict) and isinstance(row.get("id"), str) and all(
         isinstance(row.get(k), bool) for k in (*KEYS, "all"))
@@ -237,8 +236,6 @@ def grade(path: Path, tasks: list[Task], seed: int, inp: TextIO, out: TextIO) ->
 
 def export_sheet(path: Path, tasks: list[Task], answers: dict[str, dict]) -> int:
     """Write the sample as CSV (sample order), y/n prefilled where graded, atomically; return how many were."""
-    if not path.parent.is_dir():
-        raise AuditError(f"{path.parent}: no such directory for the sheet")
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")  # "\n": write_atomic writes text mode, which would double "\r\n"
     w.writerow(CSV_COLUMNS)
@@ -247,7 +244,7 @@ def export_sheet(path: Path, tasks: list[Task], answers: dict[str, dict]) -> int
         row = answers.get(t.id)
         marks = ["y" if row[k] else "n" for k in KEYS] if row else ["", "", ""]
         w.writerow([t.id, t.instruction, first.input if first else "", first.output if first else "", *marks])
-    write_atomic(path, buf.getvalue())
+    write_output(path, buf.getvalue(), "sheet")  # refuses a directory, a missing one, and the run's own files
     return sum(t.id in answers for t in tasks)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -192,6 +193,9 @@ def _build(cls, data, path: str, errors: list[str]):
             continue
         if tp is float:
             value = float(value)
+            if not math.isfinite(value):  # .inf passes ">= 0"; .nan passes every unchecked key
+                errors.append(f"{key}: must be a finite number, got {value!r}")
+                continue
         check = f.metadata.get("check")
         if check and not check(value):
             errors.append(f"{key}: must be {f.metadata['msg']}, got {value!r}")
@@ -260,9 +264,28 @@ def load(path: str | Path, overrides: list[str] = ()) -> Config:
     return load_text(text, str(path), overrides)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML silently keeps the last one)."""
+
+
+def _mapping_without_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict:
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if not isinstance(key, typing.Hashable):
+            continue  # construct_mapping refuses it with its own message
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
 def load_text(text: str, source: str, overrides: list[str] = ()) -> Config:
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.load(text, Loader=_UniqueKeyLoader) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""

@@ -54,6 +54,7 @@ def _check_resumable(store, cfg: C.Config, run_dir: Path, digest: str) -> None:
             log.info("resume: %s changed to %r (allowed: it only decides when the job stops)",
                      k, C.flatten(cfg.to_dict())[k])
     if safe:
+        store.tasks(), store.rejected()  # a damaged committed row refuses the resume before anything is written
         store.save_config(C.dump(cfg), cfg.fingerprint())
 
 

@@ -71,7 +71,8 @@ def instruction_stops(num_examples: int, new_per_prompt: int) -> tuple[str, ...]
 
 
 # (?!\d): "3.5 cups" or "2-3 words" opening a continuation line is not a new item.
-_TASK_LINE = re.compile(r"^\s*(?:task\s*)?#?\s*\d+\s*[:.)\-](?!\d)\s*(.*)$", re.IGNORECASE)
+# (?:#\s*)? rather than #?\s*: two \s* in a row backtrack quadratically on a long run of spaces.
+_TASK_LINE = re.compile(r"^\s*(?:task\s*)?(?:#\s*)?\d+\s*[:.)\-](?!\d)\s*(.*)$", re.IGNORECASE)
 
 
 def parse_instructions(completion: str) -> list[str]:

@@ -64,9 +64,35 @@ def _str(row: dict, key: str, where: str, required: bool = True) -> str:
 MAX_SEED_CHARS = {"instruction": 4_000, "input": 8_000, "output": 8_000}
 
 
+JSON_LINES = "seed files are JSON Lines: one JSON object per line, not one JSON array or a pretty-printed object"
+
+
+def _loads(line: str, where: str) -> object:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as e:
+        hint = f"; {JSON_LINES}" if line.strip() in ("[", "{") else ""
+        raise DataError(f"{where}: invalid JSON: {e.msg} (column {e.colno}){hint}") from None
+    except ValueError as e:  # an integer of more than 4300 digits
+        raise DataError(f"{where}: invalid JSON: {e}") from None
+    except RecursionError:
+        raise DataError(f"{where}: invalid JSON: nested too deeply") from None
+
+
+def _no_surrogates(row: object, where: str) -> None:
+    """A lone surrogate (JSON "\\ud800") is no character: it cannot be encoded to write a prompt or a row."""
+    text = json.dumps(row, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise DataError(f"{where}: holds a lone surrogate {text[e.start]!r}, which is not a character") from None
+
+
 def _parse_seed(row: object, where: str, line_no: int) -> Task:
     if not isinstance(row, dict):
-        raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
+        hint = f" ({JSON_LINES})" if isinstance(row, list) else ""
+        raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}{hint}")
+    _no_surrogates(row, where)
     instruction = _str(row, "instruction", where).strip()
     if not instruction:
         raise DataError(f"{where}: 'instruction' is empty")
@@ -92,7 +118,7 @@ def _parse_seed(row: object, where: str, line_no: int) -> Task:
     if cls is not None and not isinstance(cls, bool):
         raise DataError(f"{where}: 'is_classification' must be true, false or absent")
     task_id = row.get("id", f"seed_line_{line_no}")
-    if not isinstance(task_id, (str, int)):
+    if not isinstance(task_id, (str, int)) or isinstance(task_id, bool):
         raise DataError(f"{where}: 'id' must be a string")
     name = row.get("name")
     return Task(id=str(task_id), instruction=instruction, instances=instances,
@@ -102,7 +128,7 @@ def _parse_seed(row: object, where: str, line_no: int) -> Task:
 def load_seeds(path: str | Path) -> list[Task]:
     """Read human seed tasks; a bad row raises DataError 'file:line: reason'.
 
-    Alpaca rows sharing one instruction are merged into one task with several instances.
+    Rows sharing one instruction are merged into one task with several (distinct) instances.
     """
     path = Path(path)
     try:
@@ -118,30 +144,32 @@ def load_seeds(path: str | Path) -> list[Task]:
     lines = text.split("\n")
     tasks: list[Task] = []
     by_instruction: dict[str, Task] = {}
-    ids: dict[str, int] = {}
+    ids: dict[str, tuple[int, object]] = {}
     merged = 0
     for n, line in enumerate(lines, 1):
+        line = line.removeprefix("\ufeff")  # `cat a.jsonl b.jsonl` of two files saved with a BOM
         if not line.strip():
             continue
         where = f"{path}:{n}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{where}: invalid JSON: {e.msg} (column {e.colno})") from None
+        row = _loads(line, where)
         task = _parse_seed(row, where, n)
         if task.id in ids:
-            raise DataError(f"{where}: duplicate id {task.id!r} (first on line {ids[task.id]})")
+            if ids[task.id][1] != row:
+                raise DataError(f"{where}: duplicate id {task.id!r} (first on line {ids[task.id][0]})")
+            merged += 1  # the same row again: published sets hold exact duplicates
+            continue
         if task.instruction in by_instruction:  # published sets repeat an instruction with other inputs
-            by_instruction[task.instruction].instances.extend(task.instances)
+            known = by_instruction[task.instruction].instances
+            known.extend(i for i in task.instances if i not in known)
             merged += 1
             continue
-        ids[task.id] = n
+        ids[task.id] = (n, row)
         by_instruction[task.instruction] = task
         tasks.append(task)
     if not tasks:
         raise DataError(f"{path}: no seed tasks found")
     if merged:
-        log.info("%s: %d rows repeat an earlier instruction; merged into its task as more instances", path, merged)
+        log.info("%s: %d rows repeat an earlier instruction (or a whole row); merged into its task", path, merged)
     return tasks
 
 

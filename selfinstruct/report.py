@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
-from pathlib import Path
 
 from selfinstruct.audit import status_lines as audit_status_lines
 from selfinstruct.errors import SelfInstructError
 from selfinstruct.records import Task, dumps
-from selfinstruct.store import RunStore, write_atomic
+from selfinstruct.store import RunStore, write_output
 
 FORMATS = ("jsonl", "alpaca", "messages")
 
@@ -82,10 +81,5 @@ def export(store: RunStore, fmt: str, out: str) -> int:
     if out == "-":
         sys.stdout.write(text)
         return len(rows)
-    path = Path(out)
-    if path.parent and not path.parent.exists():
-        raise SelfInstructError(f"{path.parent}: no such directory for the export")
-    if path.is_dir():
-        raise SelfInstructError(f"{path}: is a directory; give a file name, e.g. {path / 'data.jsonl'}")
-    write_atomic(path, text)
+    write_output(out, text)  # refuses a directory, a missing one, and the run's own files
     return len(rows)

@@ -20,6 +20,8 @@ from selfinstruct.records import Task, dumps
 
 TASKS, REJECTED, PROGRESS, CONFIG = "tasks.jsonl", "rejected.jsonl", "progress.json", "config.yaml"
 LOCK = ".lock"
+AUDIT = "audit.jsonl"  # hand-audit answers (audit.py)
+RUN_FILES = (TASKS, REJECTED, PROGRESS, CONFIG, LOCK, AUDIT)
 VERSION = 1
 
 # Fault injection, for tests only: SELFINSTRUCT_FAULT="POINT[@N][=ACTION],..." makes the N-th (default 1st)
@@ -106,11 +108,54 @@ def write_atomic(path: Path, text: str) -> None:
     fsync_dir(path.parent)
 
 
+def write_output(path: str | Path, text: str, what: str = "export") -> None:
+    """Write a user-named output file atomically; never over a run's own files; any failure is one RunDirError."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise RunDirError(f"{path.parent}: no such directory for the {what}")
+    if path.is_dir():
+        raise RunDirError(f"{path}: is a directory; give a file name, e.g. {path / 'data.jsonl'}")
+    real = path.resolve()
+    if real.name in RUN_FILES and (real.parent / PROGRESS).exists():
+        raise RunDirError(f"{path}: is a file of the run directory {real.parent}; the {what} would replace it; "
+                          "choose another file name")
+    try:
+        write_atomic(path, text)
+    except OSError as e:
+        with suppress(OSError):
+            path.with_name(path.name + ".tmp").unlink()
+        raise RunDirError(f"{path}: cannot write the {what}: {e.strerror or e}") from None
+
+
 def _leftover_of_create(path: Path) -> bool:
     """What a create() killed before its first progress.json leaves: our names, and no rows yet."""
     if path.name in (TASKS, REJECTED):
         return path.is_file() and path.stat().st_size == 0
     return path.name in (CONFIG, LOCK, CONFIG + ".tmp", PROGRESS + ".tmp")
+
+
+def _number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _wrong_types(progress: dict) -> str | None:
+    """What in a progress.json has the wrong shape (a hand edit, another tool's file), or None."""
+    sizes, cursor = progress["sizes"], progress["cursor"]
+    if not isinstance(sizes, dict) or set(sizes) != {TASKS, REJECTED} or not all(
+            type(v) is int and v >= 0 for v in sizes.values()):
+        return f"sizes must give a byte count >= 0 for {TASKS} and {REJECTED}"
+    if not isinstance(cursor, dict) or not all(type(cursor.get(k)) is int for k in ("round", "batch")):
+        return "cursor must hold integer round and batch"
+    for key in ("totals", "rounds", "seed_classification"):
+        if not isinstance(progress[key], dict):
+            return f"{key} must be an object"
+    if not all(_number(progress["totals"].get(k)) for k in new_progress("")["totals"]):
+        return f"totals must hold the numbers {', '.join(new_progress('')['totals'])}"
+    for r, stats in progress["rounds"].items():
+        if not (isinstance(stats, dict) and all(_number(stats.get(k)) for k in ("accepted", "candidates"))
+                and isinstance(stats.get("rejected"), dict) and _number(stats.get("human_fraction"))):
+            return f"rounds.{r} must hold accepted, candidates, rejected and human_fraction"
+    return None
 
 
 class RunStore:
@@ -162,19 +207,28 @@ class RunStore:
             raise RunDirError(f"{path}: missing; {root} is not a run directory (or it never committed)")
         try:
             progress = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise RunDirError(f"{path}: damaged (not valid JSON: {e}); the run cannot be resumed safely") from None
+        except OSError as e:  # e.g. a directory of that name
+            raise RunDirError(f"{path}: cannot read: {e.strerror}") from None
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:  # ValueError: also a 5000-digit number
+            raise RunDirError(f"{path}: damaged (not valid JSON: {str(e) or type(e).__name__}); "
+                              "the run cannot be resumed safely") from None
         if not isinstance(progress, dict) or progress.get("version") != VERSION or "sizes" not in progress:
             raise RunDirError(f"{path}: not a selfinstruct v{VERSION} progress file")
         missing = [k for k in new_progress("").keys() if k not in progress]
         if missing:
             raise RunDirError(f"{path}: damaged (missing {', '.join(missing)}); the run cannot be resumed safely")
+        wrong = _wrong_types(progress)
+        if wrong:
+            raise RunDirError(f"{path}: damaged ({wrong}); the run cannot be resumed safely")
         store = cls(root, progress)
         for name, size in progress["sizes"].items():
             f = root / name
-            actual = f.stat().st_size if f.exists() else -1
+            if not f.is_file():
+                raise RunDirError(f"{f}: missing (or not a file), but {size} bytes were committed to it; "
+                                  "the run directory was damaged")
+            actual = f.stat().st_size
             if actual < size:
-                raise RunDirError(f"{f}: holds {max(actual, 0)} bytes but {size} were committed; "
+                raise RunDirError(f"{f}: holds {actual} bytes but {size} were committed; "
                                   "the run directory was damaged")
         if lock:
             store.lock()
@@ -187,7 +241,10 @@ class RunStore:
             import fcntl
         except ImportError:  # Windows: no advisory lock
             return
-        fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise RunDirError(f"{self.root / LOCK}: cannot open the run's lock file: {e.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -212,24 +269,33 @@ class RunStore:
 
     # ---- reading ----
 
-    def _read_committed(self, name: str) -> list[dict]:
+    def _read_committed(self, name: str, parse=dict) -> list:
+        """The committed rows of `name`, each through `parse`; a row that fails is damage, named by its line."""
         size = self.progress["sizes"][name]
         path = self.root / name
         with open(path, "rb") as f:
             data = f.read(size)
         rows = []
         # b"\n" only: str.splitlines() also breaks at U+2028, U+2029 and U+0085, which JSON strings hold raw.
-        for n, line in enumerate(data.decode("utf-8").split("\n"), 1):
+        for n, line in enumerate(data.split(b"\n"), 1):
             if line.strip():
                 try:
-                    rows.append(json.loads(line))
+                    row = json.loads(line.decode("utf-8"))
+                    if not isinstance(row, dict):
+                        raise TypeError(f"a JSON {type(row).__name__}, not an object")
+                    rows.append(parse(row))
                 except json.JSONDecodeError as e:
                     raise RunDirError(f"{path}:{n}: damaged committed row ({e.msg})") from None
+                except UnicodeDecodeError:
+                    raise RunDirError(f"{path}:{n}: damaged committed row (not UTF-8)") from None
+                except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as e:
+                    what = f"no {e}" if isinstance(e, KeyError) else str(e) or type(e).__name__
+                    raise RunDirError(f"{path}:{n}: damaged committed row ({what})") from None
         return rows
 
     def tasks(self) -> list[Task]:
         """Accepted machine tasks, in commit order."""
-        return [Task.from_json(r) for r in self._read_committed(TASKS)]
+        return self._read_committed(TASKS, Task.from_json)
 
     def rejected(self) -> list[dict]:
         return self._read_committed(REJECTED)
@@ -242,6 +308,8 @@ class RunStore:
             return (self.root / CONFIG).read_text(encoding="utf-8")
         except OSError as e:
             raise RunDirError(f"{self.root / CONFIG}: cannot read saved config: {e.strerror}") from None
+        except UnicodeDecodeError as e:
+            raise RunDirError(f"{self.root / CONFIG}: damaged saved config (not UTF-8 at byte {e.start})") from None
 
     # ---- the one writer ----
 
