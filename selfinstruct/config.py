@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import math
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,19 +16,29 @@ import yaml
 
 from selfinstruct.errors import ConfigError
 
+log = logging.getLogger("selfinstruct")
+
 STYLES = ("self-instruct", "alpaca")
 BACKENDS = ("hf", "fake")
 TOKENIZERS = ("rouge", "unicode")
 # Filter names, in their default order (cheap first); filters.py holds what each one does.
-INSTRUCTION_FILTERS = ("length", "blacklist", "program", "punctuation", "ascii_start", "leaked_markers",
-                       "truncated", "not_a_task", "repeated_phrase")
-INSTANCE_FILTERS = ("empty_output", "marker_only", "missing_input", "output_equals_input", "leaked_markers", "truncated",
-                    "refusal", "looping", "repetitive", "repeated_phrase", "foreign_label", "conflicting", "duplicate")
+INSTRUCTION_FILTERS = ("length", "blacklist", "program", "punctuation", "wrong_language", "broken_characters",
+                       "leaked_markers", "truncated", "not_a_task", "repeated_phrase")
+INSTANCE_FILTERS = ("empty_output", "marker_only", "missing_input", "output_equals_input", "broken_characters",
+                    "leaked_markers", "truncated", "refusal", "wrong_language", "looping", "repetitive",
+                    "repeated_phrase", "foreign_label", "conflicting", "duplicate")
+# Old filter names still accepted in filters.instruction, mapped (with a warning) to today's.
+RENAMED_FILTERS = {"ascii_start": "wrong_language"}
 
-# Self-Instruct's keyword blacklist: tasks a text-only LM cannot do.
-DEFAULT_BLACKLIST = ["image", "images", "graph", "graphs", "picture", "pictures", "file", "files",
-                     "map", "maps", "draw", "plot", "go to", "video", "audio", "music",
-                     "flowchart", "diagram"]
+
+def _english_blacklist() -> list[str]:
+    """Self-Instruct's keyword blacklist (tasks a text-only LM cannot do), from templates/en.yaml."""
+    from selfinstruct.language import english
+
+    return list(english()["blacklist"])
+
+
+_LANGUAGE_CODE = re.compile(r"^[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*$")
 
 
 def _check(fn, msg):
@@ -81,6 +93,7 @@ class PromptConfig:
     schedule: typing.Any = None
     new_per_prompt: int = field(default=8, metadata=_check(lambda v: v >= 1, ">= 1"))  # instructions asked per prompt
     instance_examples: int = field(default=2, metadata=_check(lambda v: v >= 0, ">= 0"))  # demos in instance prompts
+    templates: str = ""  # "" = the shipped selfinstruct/templates/<language>.yaml; else a path to your own
 
 
 @dataclass
@@ -88,18 +101,22 @@ class FilterConfig:
     instruction: list = field(default_factory=lambda: list(INSTRUCTION_FILTERS))  # run in this order
     min_words: int = field(default=4, metadata=_check(lambda v: v >= 0, ">= 0"))
     max_words: int = field(default=150, metadata=_check(lambda v: v >= 1, ">= 1"))
-    blacklist: list = field(default_factory=lambda: list(DEFAULT_BLACKLIST))
+    blacklist: list = field(default_factory=_english_blacklist)  # left out: the job language's list
     instance: list = field(default_factory=lambda: list(INSTANCE_FILTERS))
     max_instances: int = field(default=5, metadata=_check(lambda v: v >= 1, ">= 1"))
     # repeated_phrase: an n-gram of this many words may not repeat in an instruction, nor occur more
     # than repeat_limit times in an input or output (the human seeds: at most 1 and 3 times for 5-grams).
     repeat_ngram: int = field(default=5, metadata=_check(lambda v: v >= 1, ">= 1"))
     repeat_limit: int = field(default=3, metadata=_check(lambda v: v >= 1, ">= 1"))
+    # wrong_language: an instruction, or an instance's input + output, needs at least this share of its
+    # letter units (words; CJK characters) in the job language's scripts.
+    language_share: float = field(default=0.5, metadata=_check(lambda v: 0 <= v <= 1, "in [0, 1]"))
 
 
 @dataclass
 class NoveltyConfig:
     threshold: float = field(default=0.7, metadata=_check(lambda v: 0 <= v <= 1, "in [0, 1]"))
+    # left out: rouge for English, unicode for any other language
     tokenizer: str = field(default="rouge", metadata=_check(lambda v: v in TOKENIZERS, f"one of {TOKENIZERS}"))
 
 
@@ -116,6 +133,9 @@ class Config:
     max_rounds: int = field(default=10, metadata=_check(lambda v: v >= 1, ">= 1"))
     seed: int = 0  # every random choice derives from (seed, round, batch)
     style: str = field(default="self-instruct", metadata=_check(lambda v: v in STYLES, f"one of {STYLES}"))
+    # BCP-47-style code (en, zh, zh-Hans, ja, de): templates, filter defaults, length unit, novelty tokenizer
+    language: str = field(default="en", metadata=_check(lambda v: bool(_LANGUAGE_CODE.match(v)),
+                                                        "a language code such as en, zh, zh-Hans, pt-BR"))
     prompts_per_round: int = field(default=16, metadata=_check(lambda v: v >= 1, ">= 1"))
     prompts_per_batch: int = field(default=8, metadata=_check(lambda v: v >= 1, ">= 1"))
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -204,7 +224,37 @@ def _build(cls, data, path: str, errors: list[str]):
     return cls(**kwargs)
 
 
+def _apply_language(cfg: Config, data: dict, errors: list[str]) -> None:
+    """Defaults that depend on the job's language, for the keys the config leaves out."""
+    from selfinstruct.language import load
+
+    try:
+        lang = load(cfg.language, cfg.prompt.templates)
+    except ConfigError as e:
+        errors.append(str(e))  # "language: no shipped templates ..." or "PATH: ... problem(s) in templates"
+        return
+
+    def given(section: str, key: str) -> bool:
+        return isinstance(data.get(section), dict) and key in data[section]
+
+    if not given("filters", "blacklist"):
+        cfg.filters.blacklist = list(lang["blacklist"])
+    elif lang.primary != "en" and cfg.filters.blacklist == _english_blacklist():  # e.g. default.yaml language=zh
+        log.warning("filters.blacklist is the English list in a %s job; leave the key out for the %s list",
+                    cfg.language, lang["name"])
+    if not given("novelty", "tokenizer"):
+        cfg.novelty.tokenizer = "rouge" if lang.primary == "en" else "unicode"
+    elif cfg.novelty.tokenizer == "rouge" and "LATIN" not in lang.scripts:
+        errors.append(f"novelty.tokenizer: rouge sees only ASCII letters and digits, so every {cfg.language} "
+                      "instruction would look novel; use unicode (or leave the key out)")
+
+
 def _validate_cross(cfg: Config, errors: list[str]) -> None:
+    for old, new in RENAMED_FILTERS.items():
+        if old in cfg.filters.instruction:
+            log.warning("filters.instruction: %s is now called %s (it judges the script, not the first character); "
+                        "rename it in your config", old, new)
+            cfg.filters.instruction = [new if n == old else n for n in cfg.filters.instruction]
     for name in cfg.filters.instruction:
         if name not in INSTRUCTION_FILTERS:
             errors.append(f"filters.instruction: unknown filter {name!r}; known: {', '.join(INSTRUCTION_FILTERS)}")
@@ -247,6 +297,7 @@ def _set_dotted(data: dict, key: str, value) -> None:
 def from_dict(data: dict, source: str = "config") -> Config:
     errors: list[str] = []
     cfg = _build(Config, data, "", errors)
+    _apply_language(cfg, data, errors)
     _validate_cross(cfg, errors)  # always: every problem at once (fields that failed hold their defaults)
     if errors:
         raise ConfigError(f"{source}: {len(errors)} problem(s):\n  " + "\n  ".join(errors))

@@ -7,6 +7,7 @@ belongs to (`Context`). Cheap filters run first; every drop is counted by its re
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import string
 import zlib
@@ -14,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
+from selfinstruct.language import Language, count_units, english, language_share, tokens
 from selfinstruct.records import Instance
 
 if TYPE_CHECKING:
@@ -29,21 +31,28 @@ class Context:
     instruction: str = ""  # the task's instruction (instance filters)
     classification: bool = False
     demo_labels: frozenset[str] = frozenset()  # normalised labels of *other* tasks shown in the prompt
+    lang: Language | None = None  # the job's language (None: English)
 
 
 NO_CONTEXT = Context()
 InstructionFilter = Callable[..., "str | None"]
 
-_PROGRAM = re.compile(r"^\s*(?:please\s+)?(?:write|create|develop|implement|build|code)\s+(?:an?\s+|the\s+)?"
-                      r"(?:[\w+#-]+\s+){0,2}(?:program|script|application|app|software)\b", re.IGNORECASE)
+def _lang(ctx: Context) -> Language:
+    return ctx.lang or english()
 
 
 def _words(text: str) -> list[str]:
     return re.findall(r"[a-z0-9]+", text.lower())
 
 
+def _units(text: str, lang: Language) -> list[str]:
+    """Words for n-gram checks: [a-z0-9] runs for English (as ever), the unicode tokenizer's units otherwise."""
+    return _words(text) if lang.primary == "en" else tokens(text)
+
+
 def length(text: str, cfg: FilterConfig, ctx: Context = NO_CONTEXT) -> str | None:
-    n = len(text.split())
+    """min_words/max_words count the language's unit: words, or characters for CJK (see README)."""
+    n = count_units(text, _lang(ctx))
     if n == 0:
         return "empty"
     if n < cfg.min_words:
@@ -53,26 +62,44 @@ def length(text: str, cfg: FilterConfig, ctx: Context = NO_CONTEXT) -> str | Non
 
 def blacklist(text: str, cfg: FilterConfig, ctx: Context = NO_CONTEXT) -> str | None:
     lowered = text.lower()
+    spaced = _lang(ctx).unit == "word"
     for word in cfg.blacklist:
         # Whole words/phrases only ("mapping" is not "map"); lookarounds, not \b, so "c++" works too.
+        # Without spaces between words (CJK) there are no word edges to ask for.
         phrase = r"\s+".join(map(re.escape, word.lower().split()))
-        if re.search(rf"(?<!\w){phrase}(?!\w)", lowered):
+        if re.search(rf"(?<!\w){phrase}(?!\w)" if spaced else phrase, lowered):
             return "blacklist"
     return None
 
 
 def program(text: str, cfg: FilterConfig, ctx: Context = NO_CONTEXT) -> str | None:
-    return "program_task" if _PROGRAM.match(text) else None
+    return "program_task" if _lang(ctx).re["program"].match(text) else None
 
 
 def punctuation(text: str, cfg: FilterConfig, ctx: Context = NO_CONTEXT) -> str | None:
     first = text.lstrip()[:1]  # "" is `in` every string, so test emptiness first
-    return "leading_punctuation" if first and first in string.punctuation else None
+    bad = first in string.punctuation or first in _lang(ctx)["leading_punctuation"]
+    return "leading_punctuation" if first and bad else None
 
 
-def ascii_start(text: str, cfg: FilterConfig, ctx: Context = NO_CONTEXT) -> str | None:
-    first = text.lstrip()[:1]
-    return "non_ascii_start" if first and not first.isascii() else None
+def wrong_language(text: str, cfg: FilterConfig, ctx: Context = NO_CONTEXT) -> str | None:
+    """Mostly written in another script than the job's language (Unicode script of each letter unit).
+
+    An instance (its input and output) whose instruction asks for another language or a notation
+    (`other_script_ok`: translation, pinyin, code) is judged with its instruction at a third of that
+    share: there the other script is the task, but a long reply all in another script has drifted.
+    """
+    lang = _lang(ctx)
+    least = cfg.language_share
+    if ctx.field != "instruction" and lang.re["other_script_ok"].search(ctx.instruction):
+        text, least = f"{ctx.instruction}\n{text}", least / 3
+    share = language_share(text, lang)
+    return "wrong_language" if share is not None and share < least else None
+
+
+def broken_characters(text: str, cfg: FilterConfig, ctx: Context = NO_CONTEXT) -> str | None:
+    """A U+FFFD replacement character: bytes of a multi-byte character that were cut or invalid."""
+    return "broken_characters" if "\ufffd" in text else None
 
 
 # The prompts' own item markers: "Task 9:", "3. Instruction:", "Input:", "Output:", "Class label:",
@@ -88,87 +115,87 @@ _MARKERS = re.compile(
 _INLINE_FIELD = re.compile(r"(?<![\w-])(?:input|output|class\s*label)\s*:", re.IGNORECASE)
 
 
+@functools.lru_cache(maxsize=None)
+def _own_markers(lang: Language) -> tuple[re.Pattern, re.Pattern] | None:
+    """The same markers in a non-English job's own labels ("任务 9：", "3. 输入：", "示例 2")."""
+    if lang.primary == "en":
+        return None
+    from selfinstruct.prompts import label_pattern  # prompts owns how a label is matched
+
+    def alt(*keys: str) -> str:
+        return "|".join(label_pattern(lang[k]) for k in keys)
+
+    c = r"\s*[:：]"
+    fields = alt("input_label", "output_label", "class_label")
+    markers = re.compile(
+        rf"{label_pattern(lang['task_prefix'])}{c}|\d+\s*[.．。、]\s*(?:{alt('instruction_label', 'input_label')}"
+        rf"|{label_pattern(lang['output_label'])}){c}|(?:^|\n)\s*(?:{alt('instruction_label')}|{fields}){c}"
+        rf"|(?:^|\n)\s*(?:{label_pattern(lang['example_label'])}){c}?\s*(?:\n|$)", re.IGNORECASE)
+    return markers, re.compile(rf"(?:{fields}){c}", re.IGNORECASE)
+
+
+def _has_markers(text: str, ctx: Context, inline: bool) -> bool:
+    own = _own_markers(_lang(ctx))
+    if _MARKERS.search(text) or (inline and _INLINE_FIELD.search(text)):
+        return True
+    return bool(own and (own[0].search(text) or (inline and own[1].search(text))))
+
+
 def leaked_markers(text: str, cfg: FilterConfig, ctx: Context = NO_CONTEXT) -> str | None:
-    hit = _MARKERS.search(text) or (ctx.field == "instruction" and _INLINE_FIELD.search(text))
-    return "leaked_markers" if hit else None
-
-
-# Words a trailing fragment ends on: "A company has 100 employees. If 2" / "... the total cost of the".
-_DANGLING = set("a an the and or but if of to in on at by for with from as than that which who whose when "
-                "while because so is are was were be been will would can could should may might must "
-                "into onto about between each every this these those your my our their its".split())
+    return "leaked_markers" if _has_markers(text, ctx, ctx.field == "instruction") else None
 
 
 def truncated(text: str, cfg: FilterConfig, ctx: Context = NO_CONTEXT) -> str | None:
     """The item ran into the token limit (known from the completion), or stops mid-clause."""
     if ctx.cut:
         return "truncated"
-    words = text.split()
-    if not words or ctx.field != "instruction":  # outputs are judged by ctx.cut only: prose may end anywhere
+    if not text.split() or ctx.field != "instruction":  # outputs are judged by ctx.cut only: prose may end anywhere
         return None
+    lang = _lang(ctx)
+    dangling = lang.dangling  # words a trailing fragment ends on: "... If 2" / "... the total cost of the"
+    if lang.unit == "char":  # no spaces: "写一首关于春天的" ends on 的
+        return "truncated" if any(text.rstrip().endswith(w) for w in dangling) else None
+    words = text.split()
     last = words[-1].lower()
-    if last in _DANGLING or (last[-1].isdigit() and len(words) > 1 and words[-2].lower() in _DANGLING):
+    if last in dangling or (last[-1].isdigit() and len(words) > 1 and words[-2].lower() in dangling):
         return "truncated"
     return None
 
 
-# Verbs that open a request ("Write ...", "Given ..., find ...") and other ways to ask for something.
-_REQUEST_VERBS = set("""
-add adapt adjust advise alphabetize analyze analyse answer apply arrange ask assess assign assume break
-brainstorm build calculate categorize categorise change check choose cite clarify classify combine come compare
-compile complete compose compute condense construct continue convert correct count craft create critique decide
-decode define delete derive describe design detect determine develop devise diagnose discuss distinguish divide
-do draft edit elaborate eliminate encode estimate evaluate examine expand explain express extract figure fill find
-fix flag format formulate generate get give group guess help highlight identify illustrate imagine improve
-include indicate infer insert interpret invent judge justify label let list locate make map mark match measure
-merge mention modify multiply name note order organize organise outline output paraphrase parse pick plan point
-predict prepare present prioritize produce proofread propose prove provide put quote rank rate read recommend
-reconstruct recount redact reduce refactor reformulate rephrase replace report represent respond restate
-restructure return reverse review revise rewrite round say schedule score select separate share shorten show
-simplify solve sort specify spell split state suggest sum summarize summarise supply swap take teach tell test
-think transcribe transform translate turn underline use validate verify walk write given using consider pretend
-act play pair offer recall recite regroup remove retell rearrange route pull cut scale implement normalize
-normalise work tag flip tally trim wrap grade reword invert tabulate enumerate draw sketch debug optimize
-optimise inspect fetch keep look lookup stop start finish sign send rename reorder sequence guide instruct
-hypothesize brainstorm convince persuade argue defend describe narrate dictate update upgrade
-conjugate pluralize capitalize punctuate abbreviate expand"""
-    .split())
-_ASK_OPENERS = re.compile(
-    r"^(?:please|kindly|can|could|would|will|should|shall|how|what|why|when|where|which|who|whom|whose|is|are|"
-    r"do|does|did|was|were|has|have|in\s+(?:this|the\s+following)\s+task|"
-    r"i(?:\s+am|'m)\s+looking|i\s+(?:want|need|would\s+like|wonder)|i'd\s+like|"
-    r"you\s+(?:are|will|need|should|must|have)|your\s+task|help\s+me|let's|let\s+us)\b",
-    re.IGNORECASE)
-
-
 def not_a_task(text: str, cfg: FilterConfig, ctx: Context = NO_CONTEXT) -> str | None:
-    """A statement with no request: no question, and no clause opens with a request verb."""
-    if "?" in text:
+    """A statement with no request: no question, and no clause opens with a request verb (or, in a
+    language written without spaces, holds none of its request words anywhere)."""
+    lang = _lang(ctx)
+    if any(q in text for q in lang["question_marks"]):
         return None
+    if lang.unit == "char":
+        hit = lang.re["ask_openers"].search(text) or any(w in text for w in lang.request_words)
+        return None if hit else "not_a_task"
     for clause in re.split(r"[.!;:,\n()]+|\s[-–—]\s", text):
         clause = clause.strip().strip("\"'*` ")
         if not clause:
             continue
         first = re.sub(r"[^a-z]", "", clause.split()[0].lower())
-        if first in _REQUEST_VERBS or _ASK_OPENERS.match(clause):
+        if first in lang.request_words or lang.re["ask_openers"].match(clause):
             return None
     return "not_a_task"
 
 
-def _max_ngram_count(text: str, n: int) -> int:
-    w = _words(text)
+def _max_ngram_count(text: str, n: int, lang: Language | None = None) -> int:
+    w = _units(text, lang or english())
     return max(Counter(tuple(w[i:i + n]) for i in range(len(w) - n + 1)).values(), default=0)
 
 
 def repeated_phrase(text: str, cfg: FilterConfig, ctx: Context = NO_CONTEXT) -> str | None:
     """An n-gram repeated: once too often in an instruction, more than repeat_limit times in a field."""
     limit = 1 if ctx.field == "instruction" else cfg.repeat_limit
-    return "repeated_phrase" if _max_ngram_count(text, cfg.repeat_ngram) > limit else None
+    return "repeated_phrase" if _max_ngram_count(text, cfg.repeat_ngram, _lang(ctx)) > limit else None
 
 
 INSTRUCTION_FILTERS: dict[str, InstructionFilter] = {
     "length": length, "blacklist": blacklist, "program": program,
-    "punctuation": punctuation, "ascii_start": ascii_start, "leaked_markers": leaked_markers,
+    "punctuation": punctuation, "wrong_language": wrong_language, "broken_characters": broken_characters,
+    "leaked_markers": leaked_markers,
     "truncated": truncated, "not_a_task": not_a_task, "repeated_phrase": repeated_phrase,
 }
 
@@ -216,27 +243,14 @@ _MARKER_ONLY = re.compile(
     r"response|solution)\s*:?)$", re.IGNORECASE)
 
 
-# A reply that declines a harmless request (the audit grades it unacceptable): its first sentence
-# apologises or says what the assistant cannot do.
-_REFUSAL = re.compile(
-    r"^[^.!?\n]{0,40}?(?:\bi'?m sorry(?! to hear)|\bi am sorry(?! to hear)|\bsorry, |\bas an? (?:ai|language model|chatbot|"
-    r"helpful (?:ai )?assistant)\b|\bi (?:can(?:no|')t|am unable|'m unable|do(?:n't| not) have the ability)\b)",
-    re.IGNORECASE)
-
-
-# An instruction that points at content it does not hold ("Classify the following two sentences",
-# "Given a list of numbers, ...") needs an input; without one the task cannot be done.
-_CONTENT = (r"(?:text|sentences?|passages?|paragraphs?|list|words?|phrases?|reviews?|articles?|code|snippet|emails?|"
-            r"messages?|tweets?|story|poem|data|table|strings?|array|numbers?|statements?|arguments?|recipe|"
-            r"headlines?|titles?|documents?|essay|comments?|dialogue|conversation|equation|expressions?|items?|"
-            r"options|questions?|letter|excerpt|quotes?|names?)")
-_POINTS_AT = re.compile(rf"^\s*given\b|\b(?:the\s+following|following|below|above|provided|this|these)\s+"
-                        rf"(?:[\w-]+\s+){{0,2}}?{_CONTENT}\b", re.IGNORECASE)
-
-
 def _missing_input(inst: Instance, ctx: Context) -> bool:
-    """No input, yet the instruction points at content it does not hold itself (no quote, no colon)."""
-    return not inst.input and bool(_POINTS_AT.search(ctx.instruction)) and not re.search(r"[\"':]", ctx.instruction)
+    """No input, yet the instruction points at content it does not hold itself (no quote, no colon).
+
+    ("Classify the following two sentences", "Given a list of numbers, ..."): the task cannot be done.
+    """
+    lang = _lang(ctx)
+    return (not inst.input and bool(lang.re["points_at"].search(ctx.instruction))
+            and not any(q in ctx.instruction for q in lang["quotes"]))
 
 
 def norm_label(text: str) -> str:
@@ -266,12 +280,16 @@ def instance_reason(inst: Instance, cfg: FilterConfig, ctx: Context = NO_CONTEXT
         return "missing_input"
     if "output_equals_input" in on and inp and out == inp:
         return "output_equals_input"
-    if "leaked_markers" in on and (_MARKERS.search(out) or _MARKERS.search(inp)):
+    if "broken_characters" in on and ("\ufffd" in out or "\ufffd" in inp):
+        return "broken_characters"
+    if "leaked_markers" in on and (_has_markers(out, ctx, False) or _has_markers(inp, ctx, False)):
         return "leaked_markers"
     if "truncated" in on and ctx.cut:
         return "truncated"
-    if "refusal" in on and _REFUSAL.match(out):
+    if "refusal" in on and _lang(ctx).re["refusal"].match(out):
         return "refusal"
+    if "wrong_language" in on and wrong_language(f"{inp}\n{out}", cfg, dataclasses.replace(ctx, field="instance")):
+        return "wrong_language"
     if "looping" in on and (is_looping(out) or is_looping(inp)):
         return "looping"
     if "repetitive" in on and (is_repetitive(out) or is_repetitive(inp)):

@@ -20,6 +20,7 @@ from selfinstruct import prompts as P
 from selfinstruct.config import Config, SamplingConfig
 from selfinstruct.errors import ModelError, Stopped
 from selfinstruct.filters import Context, check_instruction, filter_instances, norm_label
+from selfinstruct.language import load as load_language
 from selfinstruct.lm.base import LM, Completion, GenerationParams
 from selfinstruct.mix import derive_seed, human_fraction, sample_examples
 from selfinstruct.novelty import NoveltyIndex, rouge_l
@@ -53,6 +54,7 @@ class Pipeline:
         self.cfg, self.lm, self.store, self.seeds = cfg, lm, store, seeds
         self.show_progress = show_progress
         self.stop_requested = stop_requested  # polled at safe points: between batches
+        self.lang = load_language(cfg.language, cfg.prompt.templates)  # templates and filter data
         self.progress = copy.deepcopy(store.progress)
         self.machine: list[Task] = store.tasks()
         self.texts: dict[str, str] = {t.id: t.instruction for t in seeds + self.machine}
@@ -156,7 +158,7 @@ class Pipeline:
 
         survivors = []
         for c in candidates:
-            reason = check_instruction(c.instruction, cfg.filters, Context(cut=c.cut))
+            reason = check_instruction(c.instruction, cfg.filters, Context(cut=c.cut, lang=self.lang))
             if reason:
                 reject(c, "filter", reason)
             elif self._novel(c, survivors):
@@ -177,7 +179,7 @@ class Pipeline:
         accepted = []
         for c in survivors:
             ctx = Context(instruction=c.instruction, classification=bool(c.is_classification),
-                          demo_labels=c.demo_labels)
+                          demo_labels=c.demo_labels, lang=self.lang)
             kept, dropped = filter_instances(c.instances, cfg.filters, ctx, c.instance_cut)
             if not kept:
                 why = dropped.most_common(1)[0][0] if dropped else "no_instances"
@@ -226,24 +228,24 @@ class Pipeline:
         cfg = self.cfg
         k = cfg.prompt.num_examples
         if cfg.style == "alpaca":
-            prompts = [P.build_alpaca_prompt(ex) for ex in example_sets]
-            stops = P.alpaca_stops(k, cfg.prompt.new_per_prompt)
+            prompts = [P.build_alpaca_prompt(ex, self.lang) for ex in example_sets]
+            stops = P.alpaca_stops(k, cfg.prompt.new_per_prompt, self.lang)
         else:
-            prompts = [P.build_instruction_prompt(ex) for ex in example_sets]
-            stops = P.instruction_stops(k, cfg.prompt.new_per_prompt)
+            prompts = [P.build_instruction_prompt(ex, self.lang) for ex in example_sets]
+            stops = P.instruction_stops(k, cfg.prompt.new_per_prompt, self.lang)
         completions = self._generate(prompts, _params(cfg.generation, stops), self._seed(r, b, "instructions"))
         out: list[Candidate] = []
         for j, (ex, comp) in enumerate(zip(example_sets, completions)):
             cut = comp.meta.get("finish_reason") == "length"
             if cfg.style == "alpaca":
-                items = P.parse_alpaca(comp.text)
+                items = P.parse_alpaca(comp.text, self.lang)
                 for k, (instruction, inst) in enumerate(items):
                     last = cut and k == len(items) - 1  # the last item ran into the limit
                     # A cut instance belongs to the last item; its instruction may be whole.
                     out.append(Candidate(f"r{r}-b{b}-c{len(out)}", instruction, j, ex, [inst] if inst else [],
                                          cut=last and inst is None, instance_cut=[last] if inst else []))
             else:
-                items = P.parse_instructions(comp.text)
+                items = P.parse_instructions(comp.text, self.lang)
                 for k, instruction in enumerate(items):
                     out.append(Candidate(f"r{r}-b{b}-c{len(out)}", instruction, j, ex,
                                          cut=cut and k == len(items) - 1))
@@ -264,10 +266,11 @@ class Pipeline:
         """log P(" Yes") - log P(" No") after the classification question, one per instruction."""
         if not instructions:
             return []
-        prompts = [P.build_classify_prompt(x) for x in instructions]
+        prompts = [P.build_classify_prompt(x, self.lang) for x in instructions]
+        answer_yes, answer_no = P.classify_answers(self.lang)
         started = time.perf_counter()
-        yes = self.lm.score(prompts, [" Yes"] * len(prompts))
-        no = self.lm.score(prompts, [" No"] * len(prompts))
+        yes = self.lm.score(prompts, [answer_yes] * len(prompts))
+        no = self.lm.score(prompts, [answer_no] * len(prompts))
         self.progress["totals"]["lm_seconds"] += time.perf_counter() - started
         return [round(y - n, 4) for y, n in zip(yes, no)]  # rounded: provenance, not noise
 
@@ -294,11 +297,11 @@ class Pipeline:
                 c.instances, c.instance_cut = [Instance("", "")], [False]
                 continue
             c.demo_labels = frozenset(norm_label(i.output) for d in demos for i in d.instances)
-            prompts.append(P.build_instance_prompt(c.instruction, demos, c.is_classification))
+            prompts.append(P.build_instance_prompt(c.instruction, demos, c.is_classification, self.lang))
             asked.append(c)
-        params = _params(self.cfg.instances, P.INSTANCE_STOPS)
+        params = _params(self.cfg.instances, P.instance_stops(self.lang))
         for c, out in zip(asked, self._generate(prompts, params, self._seed(r, b, "instances"))):
-            c.instances = P.parse_instances(out.text, c.is_classification)
+            c.instances = P.parse_instances(out.text, c.is_classification, self.lang)
             if self._input_free(c):
                 c.instances = [Instance("", i.output) for i in c.instances]
             cut = out.meta.get("finish_reason") == "length"
@@ -306,7 +309,8 @@ class Pipeline:
 
     def _input_free(self, c: Candidate) -> bool:
         """A non-classification instruction that refers to no input gets none (instances.inputs: auto)."""
-        return self.cfg.instances.inputs == "auto" and not c.is_classification and not P.needs_input(c.instruction)
+        return (self.cfg.instances.inputs == "auto" and not c.is_classification
+                and not P.needs_input(c.instruction, self.lang))
 
     def _self_contained(self, c: Candidate) -> bool:
         return self.response == "chat" and self._input_free(c)
@@ -345,6 +349,7 @@ class Pipeline:
             "nearest": {"id": c.nearest, "score": c.score,
                         "instruction": self.texts.get(c.nearest) if c.nearest else None},
             "generation": gen, "instances": dataclasses.asdict(cfg.instances), "model": self.lm.name, "style": cfg.style,
+            "language": cfg.language,
             "response": self.response, "classification_margin": c.margin,
         }
         if self.response == "chat":

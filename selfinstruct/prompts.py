@@ -8,45 +8,66 @@ from __future__ import annotations
 
 import re
 
+import functools
+
+from selfinstruct.language import Language, english
 from selfinstruct.records import Instance, Task
 
 STYLES = ("self-instruct", "alpaca")
 
-INSTRUCTION_HEADER = "Come up with a series of tasks:\n\n"
+# English, the default language; the text of every template lives in selfinstruct/templates/<language>.yaml.
+_EN = english()
+INSTRUCTION_HEADER = _EN["instruction_header"]
+CLASSIFY_HEADER = _EN["classify_header"]
+CLASSIFY_DEMOS = [(t, c) for t, c in _EN["classify_demos"]]
+INPUT_FIRST_HEADER = _EN["input_first_header"]
+OUTPUT_FIRST_HEADER = _EN["output_first_header"]
+ALPACA_HEADER = _EN["alpaca_header"]
+NO_INPUT = _EN["no_input"]
+_COLON = "[:：]"  # ASCII or full-width colon, in any language
+_PERIOD = "[.．。、]"  # "3." / "3．" / "3。" / "3、"
 
-CLASSIFY_HEADER = "Can the following task be regarded as a classification task with finite output labels?\n\n"
-# The project's own demonstrations for classification identification.
-CLASSIFY_DEMOS = [
-    ("Decide whether the customer review below is positive, negative or mixed.", True),
-    ("Write a short poem about the first snow of the winter.", False),
-    ("Is the following number even or odd?", True),
-    ("Explain how a bill becomes a law in your own words.", False),
-    ("Label each email as urgent or not urgent.", True),
-    ("Suggest three names for a bakery that sells only bread.", False),
-    ("Tell me which planet in the list is the largest.", False),
-    ("Given a sentence, say if it is written in the past, present or future tense.", True),
-    ("Convert the temperature from Celsius to Fahrenheit.", False),
-    ("Does this paragraph contain a spelling mistake? Answer yes or no.", True),
-]
 
-INPUT_FIRST_HEADER = ("Come up with examples for the following tasks. Try to generate multiple examples "
-                      "when possible. If the task doesn't require additional input, leave the input empty "
-                      "and write the output directly.\n\n")
-OUTPUT_FIRST_HEADER = ("Given the classification task definition and the class labels, generate an input "
-                       "that corresponds to each of the class labels. If the task doesn't require input, "
-                       "just generate the correct class label.\n\n")
+def _lang(lang: Language | None) -> Language:
+    return lang or _EN
 
-ALPACA_HEADER = (
-    "You are asked to come up with a set of diverse task instructions, each with an input and the output "
-    "a good assistant would give.\n"
-    "Requirements: do not repeat verbs across instructions; use many kinds of tasks (open questions, "
-    "classification, editing, writing, reasoning, coding); the instruction should be one or two sentences "
-    "in English; the input is a concrete example for the instruction, or <noinput> when none is needed; "
-    "the output answers the instruction well and is under 100 words.\n\n"
-    "List of tasks:\n"
-)
-NO_INPUT = "<noinput>"
-_EMPTY_INPUTS = {"", "none", "n/a", "na", "(none)", "<noinput>", "no input", "<no input>", "null", "-"}
+
+def label_pattern(label: str) -> str:
+    """A pattern for a template label: its words with any spacing, either colon, `{n}` as a number."""
+    text = label.strip().rstrip(":：").strip()
+    parts = [r"\s*".join(map(re.escape, w.split())) if w.strip() else "" for w in text.split("{n}")]
+    return r"\s*\d+\s*".join(p for p in parts)
+
+
+def _labels(lang: Language, key: str) -> str:
+    """Alternatives for a label in the job's language and in English (models slip into English labels)."""
+    alts = dict.fromkeys(label_pattern(x[key]) for x in (lang, _EN))
+    return "(?:" + "|".join(alts) + ")"
+
+
+@functools.lru_cache(maxsize=None)
+def _patterns(lang: Language) -> dict[str, re.Pattern]:
+    task = label_pattern(lang["task_prefix"]).split(r"\s*\d+")[0]  # "Task" / "任务"
+    words = "|".join(dict.fromkeys(x for x in (task, "task") if x))
+    colon = rf"\s*{_COLON}"
+    fields = "|".join([f"(?P<example>{_labels(lang, 'example_label')}{colon}?)",
+                       f"(?P<input>{_labels(lang, 'input_label')}{colon})",
+                       f"(?P<output>{_labels(lang, 'output_label')}{colon})",
+                       f"(?P<class_label>{_labels(lang, 'class_label')}{colon})"])
+    alpaca = "|".join(f"(?P<{n}>{_labels(lang, k)})" for n, k in (("instruction", "instruction_label"),
+                                                                   ("input", "input_label"),
+                                                                   ("output", "output_label")))
+    return {
+        # (?!\d): "3.5 cups" or "2-3 words" opening a continuation line is not a new item.
+        # (?:#\s*)? rather than #?\s*: two \s* in a row backtrack quadratically on a long run of spaces.
+        "task_line": re.compile(rf"^\s*(?:(?:{words})\s*)?(?:#\s*)?\d+\s*(?:[:.)\-]|[：．。、）])(?!\d)\s*(.*)$",
+                                re.IGNORECASE),
+        "field": re.compile(rf"^\s*(?:{fields})\s?(?P<value>.*)$", re.IGNORECASE),
+        "alpaca_field": re.compile(rf"^\s*(?:\d+\s*{_PERIOD}\s*)?(?:{alpaca}){colon}\s?(?P<value>.*)$",
+                                   re.IGNORECASE),
+        "alpaca_start": re.compile(rf"^\s*\d+\s*{_PERIOD}\s*{_labels(lang, 'instruction_label')}\s*{_COLON}",
+                                   re.IGNORECASE),
+    }
 
 
 def one_line(text: str) -> str:
@@ -54,33 +75,34 @@ def one_line(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
-def clean_input(text: str) -> str:
+def clean_input(text: str, lang: Language | None = None) -> str:
     text = text.strip()
-    return "" if text.lower() in _EMPTY_INPUTS else text
+    return "" if text.lower() in _lang(lang).empty_inputs | _EN.empty_inputs else text
 
 
 # ---- instruction generation (self-instruct style) ----
 
-def build_instruction_prompt(examples: list[Task]) -> str:
-    lines = [f"Task {i}: {one_line(t.instruction)}" for i, t in enumerate(examples, 1)]
-    return INSTRUCTION_HEADER + "\n".join(lines) + f"\nTask {len(examples) + 1}:"
+def _task_prefix(lang: Language, n: int) -> str:
+    return lang["task_prefix"].format(n=n)
 
 
-def instruction_stops(num_examples: int, new_per_prompt: int) -> tuple[str, ...]:
-    return (f"Task {num_examples + new_per_prompt + 1}:", "\n\n")
+def build_instruction_prompt(examples: list[Task], lang: Language | None = None) -> str:
+    lang = _lang(lang)
+    lines = [f"{_task_prefix(lang, i)}{lang['space']}{one_line(t.instruction)}" for i, t in enumerate(examples, 1)]
+    return lang["instruction_header"] + "\n".join(lines) + f"\n{_task_prefix(lang, len(examples) + 1)}"
 
 
-# (?!\d): "3.5 cups" or "2-3 words" opening a continuation line is not a new item.
-# (?:#\s*)? rather than #?\s*: two \s* in a row backtrack quadratically on a long run of spaces.
-_TASK_LINE = re.compile(r"^\s*(?:task\s*)?(?:#\s*)?\d+\s*[:.)\-](?!\d)\s*(.*)$", re.IGNORECASE)
+def instruction_stops(num_examples: int, new_per_prompt: int, lang: Language | None = None) -> tuple[str, ...]:
+    return (_task_prefix(_lang(lang), num_examples + new_per_prompt + 1), "\n\n")
 
 
-def parse_instructions(completion: str) -> list[str]:
+def parse_instructions(completion: str, lang: Language | None = None) -> list[str]:
     """Split a completion of 'Task N:' lines into instructions. The first item has no prefix."""
+    task_line = _patterns(_lang(lang))["task_line"]
     items: list[str] = []
     current: list[str] = []
     for k, line in enumerate(completion.split("\n")):
-        m = _TASK_LINE.match(line)
+        m = task_line.match(line)
         if m and k > 0:
             items.append(" ".join(current))
             current = [m.group(1).strip()]
@@ -92,49 +114,68 @@ def parse_instructions(completion: str) -> list[str]:
 
 # ---- classification identification ----
 
-def build_classify_prompt(instruction: str) -> str:
-    demos = "".join(f"Task: {t}\nIs it classification? {'Yes' if c else 'No'}\n\n" for t, c in CLASSIFY_DEMOS)
-    return CLASSIFY_HEADER + demos + f"Task: {one_line(instruction)}\nIs it classification?"
+def build_classify_prompt(instruction: str, lang: Language | None = None) -> str:
+    lang = _lang(lang)
+    task, q, sp = lang["task_label"], lang["classify_question"], lang["space"]
+    yes, no = classify_answers(lang)
+    demos = "".join(f"{task}{sp}{t}\n{q}{yes if c else no}\n\n" for t, c in lang["classify_demos"])
+    return lang["classify_header"] + demos + f"{task}{sp}{one_line(instruction)}\n{q}"
+
+
+def classify_answers(lang: Language | None = None) -> tuple[str, str]:
+    """The continuations scored after the classification question: (yes, no)."""
+    return _lang(lang)["answer_yes"], _lang(lang)["answer_no"]
 
 
 # ---- instance generation ----
 
-def _format_input_first(task: Task, max_instances: int) -> str:
-    blocks = [f"Task: {one_line(task.instruction)}"]
+def _field(lang: Language, key: str, value: str) -> str:
+    return f"{lang[key]}{lang['space']}{value}"
+
+
+def _format_input_first(task: Task, max_instances: int, lang: Language) -> str:
+    blocks = [_field(lang, "task_label", one_line(task.instruction))]
     for i, inst in enumerate(task.instances[:max_instances], 1):
-        blocks.append(f"Example {i}\nInput: {inst.input.strip()}\nOutput: {inst.output.strip()}")
+        blocks.append(f"{lang['example_label'].format(n=i)}\n{_field(lang, 'input_label', inst.input.strip())}\n"
+                      f"{_field(lang, 'output_label', inst.output.strip())}")
     return "\n".join(blocks) + "\n\n"
 
 
-def _format_output_first(task: Task, max_instances: int) -> str:
-    blocks = [f"Task: {one_line(task.instruction)}"]
+def _format_output_first(task: Task, max_instances: int, lang: Language) -> str:
+    blocks = [_field(lang, "task_label", one_line(task.instruction))]
     for inst in task.instances[:max_instances]:
-        blocks.append(f"Class label: {inst.output.strip()}\nInput: {inst.input.strip()}")
+        blocks.append(f"{_field(lang, 'class_label', inst.output.strip())}\n"
+                      f"{_field(lang, 'input_label', inst.input.strip())}")
     return "\n".join(blocks) + "\n\n"
 
 
-def build_instance_prompt(instruction: str, demos: list[Task], classification: bool) -> str:
+def build_instance_prompt(instruction: str, demos: list[Task], classification: bool,
+                          lang: Language | None = None) -> str:
+    lang = _lang(lang)
+    task = _field(lang, "task_label", one_line(instruction))
     if classification:
-        body = "".join(_format_output_first(d, 3) for d in demos)
-        return OUTPUT_FIRST_HEADER + body + f"Task: {one_line(instruction)}\nClass label:"
-    body = "".join(_format_input_first(d, 2) for d in demos)
-    return INPUT_FIRST_HEADER + body + f"Task: {one_line(instruction)}\nExample 1\nInput:"
+        body = "".join(_format_output_first(d, 3, lang) for d in demos)
+        return lang["output_first_header"] + body + f"{task}\n{lang['class_label']}"
+    body = "".join(_format_input_first(d, 2, lang) for d in demos)
+    return lang["input_first_header"] + body + f"{task}\n{lang['example_label'].format(n=1)}\n{lang['input_label']}"
 
 
-INSTANCE_STOPS = ("\nTask:", "\n\n\n")
+def instance_stops(lang: Language | None = None) -> tuple[str, ...]:
+    return ("\n" + _lang(lang)["task_label"], "\n\n\n")
 
-_FIELD = re.compile(r"^\s*(example\s*\d+\s*:?|input\s*:|output\s*:|class\s*label\s*:)\s?(.*)$", re.IGNORECASE)
+
+INSTANCE_STOPS = instance_stops()
 
 
-def _fields(text: str) -> list[tuple[str, str]]:
+def _fields(text: str, lang: Language) -> list[tuple[str, str]]:
     """[(field, value)] from 'Input:'/'Output:'/'Class label:'/'Example N' lines; other lines continue a value."""
+    pattern = _patterns(lang)["field"]
     out: list[tuple[str, list[str]]] = []
     for line in text.split("\n"):
-        m = _FIELD.match(line)
+        m = pattern.match(line)
         if m:
-            name = re.sub(r"\s+", " ", m.group(1).lower()).rstrip(":").strip()
-            name = "example" if name.startswith("example") else name
-            out.append((name, [m.group(2)]))
+            name = next(k for k in ("example", "input", "output", "class_label") if m.group(k) is not None)
+            out.append((name.replace("_", " "), [m.group("value")]))
         elif out:
             out[-1][1].append(line)
         elif line.strip():
@@ -142,11 +183,12 @@ def _fields(text: str) -> list[tuple[str, str]]:
     return [(name, "\n".join(lines).strip()) for name, lines in out]
 
 
-def parse_instances(completion: str, classification: bool) -> list[Instance]:
+def parse_instances(completion: str, classification: bool, lang: Language | None = None) -> list[Instance]:
     """Parse the continuation of build_instance_prompt (which ended at 'Input:' or 'Class label:')."""
-    first = "class label" if classification else "input"
+    lang = _lang(lang)
+    first = lang["class_label"] if classification else lang["input_label"]
     body = completion.lstrip(" \t")  # keep a leading newline: it means the first field is empty
-    fields = _fields(f"{first}: {body}" if completion.strip() else "")
+    fields = _fields(f"{first} {body}" if completion.strip() else "", lang)
     instances: list[Instance] = []
     if classification:
         label = None
@@ -156,7 +198,7 @@ def parse_instances(completion: str, classification: bool) -> list[Instance]:
                     instances.append(Instance("", label))
                 label = value
             elif name == "input" and label is not None:
-                instances.append(Instance(clean_input(value), label))
+                instances.append(Instance(clean_input(value, lang), label))
                 label = None
         if label is not None:
             instances.append(Instance("", label))
@@ -166,51 +208,52 @@ def parse_instances(completion: str, classification: bool) -> list[Instance]:
         if name == "input":
             inp = value
         elif name == "output":
-            instances.append(Instance(clean_input(inp or ""), value))
+            instances.append(Instance(clean_input(inp or "", lang), value))
             inp = None
     return instances
 
 
 # ---- alpaca style: one prompt yields instruction, input and output ----
 
-def build_alpaca_prompt(examples: list[Task]) -> str:
+def build_alpaca_prompt(examples: list[Task], lang: Language | None = None) -> str:
+    lang = _lang(lang)
+    labels = (lang["instruction_label"], lang["input_label"], lang["output_label"])
     parts = []
     for i, t in enumerate(examples, 1):
         inst = t.instances[0] if t.instances else Instance("", "")
-        parts.append(f"###\n{i}. Instruction: {one_line(t.instruction)}\n{i}. Input:\n"
-                     f"{inst.input.strip() or NO_INPUT}\n{i}. Output:\n{inst.output.strip()}\n")
-    return ALPACA_HEADER + "".join(parts) + f"###\n{len(examples) + 1}. Instruction:"
+        parts.append(f"###\n{i}. {labels[0]}{lang['space']}{one_line(t.instruction)}\n{i}. {labels[1]}\n"
+                     f"{inst.input.strip() or lang['no_input']}\n{i}. {labels[2]}\n{inst.output.strip()}\n")
+    return lang["alpaca_header"] + "".join(parts) + f"###\n{len(examples) + 1}. {labels[0]}"
 
 
-def alpaca_stops(num_examples: int, new_per_prompt: int) -> tuple[str, ...]:
-    return (f"{num_examples + new_per_prompt + 1}. Instruction:",)
+def alpaca_stops(num_examples: int, new_per_prompt: int, lang: Language | None = None) -> tuple[str, ...]:
+    return (f"{num_examples + new_per_prompt + 1}. {_lang(lang)['instruction_label']}",)
 
 
-# Alpaca items start at "N. Instruction:" and hold "N. Input:" / "N. Output:" field lines.
-_ALPACA_FIELD = re.compile(r"^\s*(?:\d+\s*\.\s*)?(instruction|input|output)\s*:\s?(.*)$", re.IGNORECASE)
-_ALPACA_START = re.compile(r"^\s*\d+\s*\.\s*instruction\s*:", re.IGNORECASE)
-
-
-def parse_alpaca(completion: str) -> list[tuple[str, Instance | None]]:
+def parse_alpaca(completion: str, lang: Language | None = None) -> list[tuple[str, Instance | None]]:
     """[(instruction, instance or None if the item lacked Input/Output)], one per item.
 
-    An item ends at a '###' line or at the next 'N. Instruction:' line (the model often skips
-    '###'); a field ends at the next field line, so markers never leak into a value.
+    Items start at "N. Instruction:" and hold "N. Input:" / "N. Output:" field lines. An item ends at
+    a '###' line or at the next 'N. Instruction:' line (the model often skips '###'); a field ends at
+    the next field line, so markers never leak into a value.
     """
+    lang = _lang(lang)
+    pats = _patterns(lang)
     items: list[list[tuple[str, list[str]]]] = []
     for k, line in enumerate(completion.split("\n")):
         if re.fullmatch(r"\s*###\s*", line):
             items.append([])
             continue
-        m = _ALPACA_FIELD.match(line)
+        m = pats["alpaca_field"].match(line)
+        name = next(n for n in ("instruction", "input", "output") if m.group(n) is not None) if m else ""
         if k == 0:
             items.append([("instruction", [line])])  # the prompt ended at "N. Instruction:"
-        elif m and (m.group(1).lower() == "instruction" or _ALPACA_START.match(line)):
-            items.append([("instruction", [m.group(2)])])
+        elif m and (name == "instruction" or pats["alpaca_start"].match(line)):
+            items.append([("instruction", [m.group("value")])])
         elif m:
             if not items:
                 items.append([])
-            items[-1].append((m.group(1).lower(), [m.group(2)]))
+            items[-1].append((name, [m.group("value")]))
         elif items and items[-1]:
             items[-1][-1][1].append(line)
     out = []
@@ -224,24 +267,14 @@ def parse_alpaca(completion: str) -> list[tuple[str, Instance | None]]:
         whole = "input" in values and "output" in values
         instruction = one_line(text if whole else text.split("\n", 1)[0])  # malformed: keep its first line
         if instruction:
-            out.append((instruction, Instance(clean_input(values["input"]), values["output"]) if whole else None))
+            inst = Instance(clean_input(values["input"], lang), values["output"]) if whole else None
+            out.append((instruction, inst))
     return out
 
 
-# An instruction that points at something outside itself ("the following text", "this email", "given a
-# list") needs an input; one that does not ("What is the capital of France?") is answered from its text.
-_REFERS = re.compile(
-    r"\b(?:following|below|above|given|provided|this|these|input|"
-    r"the\s+(?:text|sentence|sentences|passage|paragraph|list|word|words|phrase|review|article|code|snippet|"
-    r"email|message|tweet|story|poem|data|table|string|array|statement|argument|recipe|headline|title|"
-    r"document|essay|comment|dialogue|conversation|equation|expression|speaker|author|writer|person|"
-    r"program|function|query|question|number|numbers|letter|product|description|excerpt|quote|name))\b",
-    re.IGNORECASE)
-
-
-def needs_input(instruction: str) -> bool:
-    """Whether the instruction refers to an input it does not itself contain."""
-    return bool(_REFERS.search(instruction))
+def needs_input(instruction: str, lang: Language | None = None) -> bool:
+    """Whether the instruction refers to an input it does not itself contain ("the following text", "下面的句子")."""
+    return bool(_lang(lang).re["refers"].search(instruction))
 
 
 def chat_turn(instruction: str, input_text: str) -> str:

@@ -11,6 +11,19 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+
+@pytest.fixture(autouse=True)
+def _selfinstruct_logger_reset():
+    """The CLI gives the "selfinstruct" logger its own handler and turns propagation off; a test that runs
+    the CLI in process must not hide later tests' log records from caplog, whatever order they run in."""
+    import logging
+
+    log = logging.getLogger("selfinstruct")
+    saved = (log.handlers[:], log.level, log.propagate)
+    yield
+    log.handlers[:], log.level, log.propagate = saved[0], saved[1], saved[2]
+
+
 TINY_CORPUS = [
     "Give three tips for staying healthy.",
     "Classify the sentiment of this review as positive or negative.",

@@ -91,7 +91,7 @@ def test_status_and_export_on_a_non_run_directory(tmp_path):
 @pytest.mark.parametrize("cfg", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
 def test_every_shipped_config_validates_through_the_cli(cfg):
     p = cli("validate", f"configs/{cfg}", check_rc=0)
-    assert "OK (175 seed tasks" in p.stdout
+    assert ("OK (108 seed tasks" if cfg == "zh.yaml" else "OK (175 seed tasks") in p.stdout
 
 
 def test_resume_refuses_a_run_from_an_older_version(tmp_path):

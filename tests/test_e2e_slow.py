@@ -51,3 +51,19 @@ def test_bundled_model_scores_classification_above_open_tasks():
     margins = [y - n for y, n in zip(yes, no)]
     assert margins[0] > margins[1]
     assert all(-30 < x < 0 for x in yes + no)  # log-probabilities of one short token
+
+
+def test_small_chinese_job_on_the_bundled_model(tmp_path):
+    """configs/zh.yaml, shrunk: the English-first 135M model still gets Chinese tasks through every stage."""
+    out = tmp_path / "run"
+    # One batch of 8 prompts, as configs/zh.yaml's first (it accepted 2 of its 34 candidates on CPU); a
+    # job stops at its target, so up to 3 rounds only run where that batch accepts nothing.
+    args = ["configs/zh.yaml", f"output_dir={out}", "target=1", "max_rounds=3", "prompts_per_round=8",
+            "--no-progress"]
+    p = cli("run", *args, env={"HF_HUB_OFFLINE": "1"}, timeout=900)
+    assert p.returncode == 0, p.stderr[-2000:]
+    tasks = rows(out / "tasks.jsonl")
+    assert len(tasks) > 0, rows(out / "rejected.jsonl")[:5]
+    for t in tasks:
+        assert t["meta"]["language"] == "zh"
+        assert "\ufffd" not in t["instruction"] + json.dumps(t["instances"], ensure_ascii=False)

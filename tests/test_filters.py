@@ -134,16 +134,17 @@ def test_no_leading_punctuation_kept(text):
     assert F.punctuation(text, CFG) is None
 
 
-@pytest.mark.parametrize("text", ["\u00c9crivez un po\u00e8me sur la mer.", "\u00bfQu\u00e9 hora es ahora mismo?",
-                                  "\u65e5\u672c\u306e\u9996\u90fd\u306f\u3069\u3053\u3067\u3059\u304b",
-                                  "\u201cQuote\u201d this sentence for me.", " \u00c9crivez une lettre \u00e0 Paul."])
-def test_non_ascii_start_dropped(text):
-    assert F.ascii_start(text, CFG) == "non_ascii_start"
+@pytest.mark.parametrize("text", ["日本の首都はどこですか",
+                                  "Напишите стихотворение о любви",
+                                  "把下面的句子翻译成英文"])
+def test_other_script_is_wrong_language_in_an_english_job(text):
+    assert F.wrong_language(text, CFG) == "wrong_language"
 
 
-@pytest.mark.parametrize("text", ["Translate 'caf\u00e9' into English please.", "Explain \u03c0 to a child.", ""])
-def test_ascii_start_kept(text):
-    assert F.ascii_start(text, CFG) is None
+@pytest.mark.parametrize("text", ["Translate 'caf\u00e9' into English please.", "Explain \u03c0 to a child.", "",
+                                  "\u201cQuote\u201d this sentence for me.", "Translate \u4f60\u597d into English."])
+def test_english_with_a_few_foreign_letters_is_kept(text):
+    assert F.wrong_language(text, CFG) is None
 
 
 # ---- check_instruction: order and enabled set ----
@@ -159,7 +160,7 @@ def test_disabled_filters_do_not_run(monkeypatch):
     def boom(text, cfg):
         raise AssertionError("a disabled filter ran")
 
-    for name in ("blacklist", "program", "ascii_start"):
+    for name in ("blacklist", "program", "wrong_language"):
         monkeypatch.setitem(F.INSTRUCTION_FILTERS, name, boom)
     cfg = fcfg(instruction=["length", "punctuation"])
     assert F.check_instruction("Write a Python program to draw a map.", cfg) is None

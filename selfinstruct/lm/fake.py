@@ -10,6 +10,7 @@ import time
 from typing import Callable
 
 from selfinstruct import prompts as P
+from selfinstruct.language import load as load_language
 from selfinstruct.lm.base import Completion, GenerationParams, apply_stop
 
 _WORDS = ("river planet budget recipe sonnet invoice garden protocol lantern orbit ledger meadow "
@@ -38,9 +39,53 @@ def _instruction(rng: random.Random, examples: list[str]) -> str:
     return f"{rng.choice(_VERBS)} the {' '.join(words)}."
 
 
+_ZH = load_language("zh")
+_ZH_WORDS = ("春天 河流 预算 菜谱 诗歌 发票 花园 灯笼 轨道 账本 草地 小提琴 港口 电路 冰川 指南针 石英 "
+             "马赛克 寓言 灯塔 峡谷 方言 化石 丰收 墨水 茉莉 泻湖 星云 糕点 雨伞 核桃 火箭 蜂蜜 书架 "
+             "地铁 风筝 邮票 钢琴").split()
+_ZH_VERBS = ("总结", "解释", "比较", "描述", "列出", "改写", "判断", "翻译", "概括", "评价")
+
+
+def _zh_instruction(rng: random.Random, examples: list[str]) -> str:
+    roll = rng.random()
+    if roll < 0.08 and examples:
+        return rng.choice(examples)  # a copy: the novelty filter must catch it
+    if roll < 0.12:
+        return "画一幅" + rng.choice(_ZH_WORDS) + "的图片。"  # blacklisted
+    if roll < 0.15:
+        return "写。"  # too short
+    return f"{rng.choice(_ZH_VERBS)}下面关于{'、'.join(rng.sample(_ZH_WORDS, rng.randint(2, 4)))}的短文。"
+
+
+def _synthesize_zh(prompt: str, rng: random.Random, chat: bool) -> str | None:
+    """Chinese completions for the zh templates (None: not a zh prompt)."""
+    if chat:
+        return f"好的，关于{rng.choice(_ZH_WORDS)}和{rng.choice(_ZH_WORDS)}，我的回答如下。"
+    if prompt.startswith(_ZH["instruction_header"]):
+        examples = re.findall(r"^任务 \d+：(.*)$", prompt, re.MULTILINE)
+        n = len(examples) + 1
+        items = [_zh_instruction(rng, examples) for _ in range(rng.randint(2, 6))]
+        return "\n".join([items[0]] + [f"任务 {n + i}：{t}" for i, t in enumerate(items[1:], 1)]) + "\n\n"
+    if prompt.startswith(_ZH["output_first_header"]):
+        return f"正面\n输入：{rng.choice(_ZH_WORDS)}很好\n类别标签：负面\n输入：没有{rng.choice(_ZH_WORDS)}"
+    if prompt.startswith(_ZH["input_first_header"]):
+        a, b = rng.sample(_ZH_WORDS, 2)
+        return f"{a}\n输出：{a}和{b}\n示例 2\n输入：\n输出：只有{b}\n\n任务："
+    if prompt.startswith(_ZH["alpaca_header"]):
+        n = prompt.count("###\n")
+        items = [_zh_instruction(rng, []) for _ in range(rng.randint(1, 3))]
+        return "\n###\n".join((f"{n + i}. 指令：" if i else "") + f"{t}\n{n + i}. 输入：\n<无输入>\n"
+                               f"{n + i}. 输出：\n答案{i}" for i, t in enumerate(items))
+    return None
+
+
 def synthesize(prompt: str, seed: int, chat: bool = False) -> str:
     """A plausible completion for any of the project's prompt kinds, deterministic in (prompt, seed)."""
     rng = _rng(seed, prompt)
+    if re.search("[\u4e00-\u9fff]", prompt):  # a Chinese job (or a Chinese user turn)
+        zh = _synthesize_zh(prompt, rng, chat)
+        if zh is not None:
+            return zh
     if chat:  # an assistant's reply to a user turn
         return f"Here is my answer about the {' and the '.join(rng.sample(_WORDS, 2))}."
     if prompt.startswith(P.INSTRUCTION_HEADER):
@@ -67,6 +112,10 @@ def synthesize(prompt: str, seed: int, chat: bool = False) -> str:
 
 def fake_score(prompt: str, continuation: str) -> float:
     """A deterministic stand-in log-probability: classification questions lean on the task's verb."""
+    if prompt.startswith(_ZH["classify_header"]):
+        task = prompt.rsplit(_ZH["task_label"], 1)[-1]
+        likely = _ZH["answer_yes"] if task.startswith(("判断", "分类", "区分")) else _ZH["answer_no"]
+        return -0.2 if continuation == likely else -2.0
     if prompt.startswith(P.CLASSIFY_HEADER):
         task = prompt.rsplit("Task: ", 1)[-1]
         likely = " Yes" if task.startswith(("Classify", "Decide", "Label", "Is ", "Does ")) else " No"
