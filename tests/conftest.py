@@ -14,14 +14,20 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 @pytest.fixture(autouse=True)
 def _selfinstruct_logger_reset():
-    """The CLI gives the "selfinstruct" logger its own handler and turns propagation off; a test that runs
-    the CLI in process must not hide later tests' log records from caplog, whatever order they run in."""
+    """The CLI gives the "selfinstruct" logger its own handler and turns propagation off. A test (or a
+    session fixture) that runs the CLI in process must not hide later tests' records from caplog, so every
+    test starts and ends with the logger as the library leaves it: no handler, propagating, level unset."""
     import logging
 
-    log = logging.getLogger("selfinstruct")
-    saved = (log.handlers[:], log.level, log.propagate)
+    def reset():
+        log = logging.getLogger("selfinstruct")
+        log.handlers[:] = []
+        log.setLevel(logging.NOTSET)
+        log.propagate = True
+
+    reset()
     yield
-    log.handlers[:], log.level, log.propagate = saved[0], saved[1], saved[2]
+    reset()
 
 
 TINY_CORPUS = [

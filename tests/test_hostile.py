@@ -748,6 +748,9 @@ _KNOWN_REASONS = set(C.INSTRUCTION_FILTERS) | {"empty", "too_short", "too_long",
                                               "non_ascii_start"} | set(_ALL_OUTPUT_FILTER_NAMES)
 
 
+_EN = P._patterns(P._lang(None))  # the English parser's own marker patterns
+
+
 def _field_lines(value: str) -> list[str]:
     return value.split("\n")[1:]  # the first line may hold marker text inline ("Input: Output: x")
 
@@ -760,7 +763,7 @@ def test_parse_instructions_fuzz(text):
     assert isinstance(items, list) and len(items) >= 1
     for item in items:
         assert item == item.strip() and not any(c.isspace() and c != " " for c in item)
-    starts = sum(1 for k, line in enumerate(text.split("\n")) if k and P._TASK_LINE.match(line))
+    starts = sum(1 for k, line in enumerate(text.split("\n")) if k and _EN["task_line"].match(line))
     assert len(items) == starts + 1
 
 
@@ -772,7 +775,7 @@ def test_parse_instances_fuzz(text, classification):
         assert isinstance(inst, Instance)
         for value in (inst.input, inst.output):
             assert isinstance(value, str) and value == value.strip()
-            assert not any(P._FIELD.match(line) for line in _field_lines(value)), value
+            assert not any(_EN["field"].match(line) for line in _field_lines(value)), value
 
 
 @settings(max_examples=300, deadline=None)
@@ -785,7 +788,7 @@ def test_parse_alpaca_fuzz(text):
             for value in (inst.input, inst.output):
                 assert value == value.strip()
                 for line in _field_lines(value):
-                    assert not P._ALPACA_FIELD.match(line) and line.strip() != "###", value
+                    assert not _EN["alpaca_field"].match(line) and line.strip() != "###", value
 
 
 @settings(max_examples=300, deadline=None)
