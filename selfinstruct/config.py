@@ -15,18 +15,20 @@ from pathlib import Path
 import yaml
 
 from selfinstruct.errors import ConfigError
+from selfinstruct.filters import INSTANCE_FILTERS as INSTANCE_FILTER_REGISTRY
+from selfinstruct.filters import INSTRUCTION_FILTERS as INSTRUCTION_FILTER_REGISTRY
+from selfinstruct.lm import BACKENDS as LM_BACKENDS
+from selfinstruct.novelty import TOKENIZERS as NOVELTY_TOKENIZERS
+from selfinstruct.prompts import STYLES as PROMPT_STYLES
 
 log = logging.getLogger("selfinstruct")
 
-STYLES = ("self-instruct", "alpaca")
-BACKENDS = ("hf", "fake")
-TOKENIZERS = ("rouge", "unicode")
-# Filter names, in their default order (cheap first); filters.py holds what each one does.
-INSTRUCTION_FILTERS = ("length", "blacklist", "program", "punctuation", "wrong_language", "broken_characters",
-                       "leaked_markers", "truncated", "not_a_task", "repeated_phrase")
-INSTANCE_FILTERS = ("empty_output", "marker_only", "missing_input", "output_equals_input", "broken_characters",
-                    "leaked_markers", "truncated", "refusal", "wrong_language", "looping", "repetitive",
-                    "repeated_phrase", "foreign_label", "conflicting", "duplicate")
+# Names come from the registries that hold what each one does; this module only validates against them.
+STYLES = PROMPT_STYLES
+BACKENDS = tuple(LM_BACKENDS)
+TOKENIZERS = tuple(NOVELTY_TOKENIZERS)
+INSTRUCTION_FILTERS = INSTRUCTION_FILTER_REGISTRY  # the live registries (name -> filter), default order cheap first
+INSTANCE_FILTERS = INSTANCE_FILTER_REGISTRY
 # Old filter names still accepted in filters.instruction, mapped (with a warning) to today's.
 RENAMED_FILTERS = {"ascii_start": "wrong_language"}
 

@@ -268,36 +268,39 @@ def _foreign_label(inst: Instance, ctx: Context) -> bool:
     return f" {label} " not in f" {norm_label(ctx.instruction)} "
 
 
+def _both(check: Callable[[str], bool]) -> Callable[[Instance, "FilterConfig", Context], bool]:
+    return lambda inst, cfg, ctx: check(inst.output) or check(inst.input)
+
+
+# Instance filters by name, in the order they run (cheap first); config validation reads these names.
+# None marks the two that judge a task's instances together, in filter_instances.
+INSTANCE_FILTERS: dict[str, Callable[[Instance, "FilterConfig", Context], bool] | None] = {
+    "empty_output": lambda inst, cfg, ctx: not inst.output,
+    "marker_only": lambda inst, cfg, ctx: bool(_MARKER_ONLY.match(inst.output)),
+    "missing_input": lambda inst, cfg, ctx: _missing_input(inst, ctx),
+    "output_equals_input": lambda inst, cfg, ctx: bool(inst.input) and inst.output == inst.input,
+    "broken_characters": _both(lambda text: "\ufffd" in text),
+    "leaked_markers": lambda inst, cfg, ctx: _has_markers(inst.output, ctx, False) or _has_markers(inst.input, ctx, False),
+    "truncated": lambda inst, cfg, ctx: ctx.cut,
+    "refusal": lambda inst, cfg, ctx: bool(_lang(ctx).re["refusal"].match(inst.output)),
+    "wrong_language": lambda inst, cfg, ctx: bool(
+        wrong_language(f"{inst.input}\n{inst.output}", cfg, dataclasses.replace(ctx, field="instance"))),
+    "looping": _both(is_looping),
+    "repetitive": _both(is_repetitive),
+    "repeated_phrase": lambda inst, cfg, ctx: bool(repeated_phrase(inst.output, cfg, ctx)
+                                                   or repeated_phrase(inst.input, cfg, ctx)),
+    "foreign_label": lambda inst, cfg, ctx: _foreign_label(inst, ctx),
+    "conflicting": None,
+    "duplicate": None,
+}
+
+
 def instance_reason(inst: Instance, cfg: FilterConfig, ctx: Context = NO_CONTEXT) -> str | None:
     """First reason to drop one instance among the enabled per-instance filters; None to keep."""
-    out, inp = inst.output, inst.input
     on = cfg.instance
-    if "empty_output" in on and not out:
-        return "empty_output"
-    if "marker_only" in on and _MARKER_ONLY.match(out):
-        return "marker_only"
-    if "missing_input" in on and _missing_input(inst, ctx):
-        return "missing_input"
-    if "output_equals_input" in on and inp and out == inp:
-        return "output_equals_input"
-    if "broken_characters" in on and ("\ufffd" in out or "\ufffd" in inp):
-        return "broken_characters"
-    if "leaked_markers" in on and (_has_markers(out, ctx, False) or _has_markers(inp, ctx, False)):
-        return "leaked_markers"
-    if "truncated" in on and ctx.cut:
-        return "truncated"
-    if "refusal" in on and _lang(ctx).re["refusal"].match(out):
-        return "refusal"
-    if "wrong_language" in on and wrong_language(f"{inp}\n{out}", cfg, dataclasses.replace(ctx, field="instance")):
-        return "wrong_language"
-    if "looping" in on and (is_looping(out) or is_looping(inp)):
-        return "looping"
-    if "repetitive" in on and (is_repetitive(out) or is_repetitive(inp)):
-        return "repetitive"
-    if "repeated_phrase" in on and (repeated_phrase(out, cfg, ctx) or repeated_phrase(inp, cfg, ctx)):
-        return "repeated_phrase"
-    if "foreign_label" in on and _foreign_label(inst, ctx):
-        return "foreign_label"
+    for name, check in INSTANCE_FILTERS.items():
+        if check is not None and name in on and check(inst, cfg, ctx):
+            return name
     return None
 
 

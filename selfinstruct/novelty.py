@@ -383,7 +383,7 @@ class NoveltyIndex:
     def _rebuild(self) -> None:
         """Re-rank elements by document frequency: new common set, new prefix index."""
         order = sorted(self._df.items(), key=lambda kv: (kv[1], kv[0]))
-        self._rank = rank = {e: r for r, (e, _) in enumerate(order)}
+        self._rank = {e: r for r, (e, _) in enumerate(order)}
         self._next_new_rank = -1
         self._set_common([e for e, _ in order[-_N_COMMON:]])
         index: dict[int, array] = {}

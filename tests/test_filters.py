@@ -19,8 +19,20 @@ def fcfg(**over) -> C.FilterConfig:
     return C.FilterConfig(**over)
 
 
-def test_registry_matches_config_names():
-    assert tuple(F.INSTRUCTION_FILTERS) == C.INSTRUCTION_FILTERS
+def test_config_validates_against_the_filter_registries(monkeypatch):
+    """Issue 8, item 7: a filter registered in filters.py is a valid config name with nothing else to edit."""
+    from selfinstruct.errors import ConfigError
+
+    def shouting(text, cfg, ctx=F.NO_CONTEXT):
+        return "shouting" if text.isupper() else None
+
+    with pytest.raises(ConfigError, match="unknown filter 'shouting'"):
+        C.load_text("", "test.yaml", ["filters.instruction=[length,shouting]"])
+    monkeypatch.setitem(F.INSTRUCTION_FILTERS, "shouting", shouting)
+    monkeypatch.setitem(F.INSTANCE_FILTERS, "shouting", lambda inst, cfg, ctx: inst.output.isupper())
+    cfg = C.load_text("", "test.yaml", ["filters.instruction=[length,shouting]", "filters.instance=[shouting]"])
+    assert F.check_instruction("WRITE A POEM ABOUT THE SEA NOW.", cfg.filters) == "shouting"
+    assert F.instance_reason(Instance("", "HELLO THERE"), cfg.filters) == "shouting"
 
 
 # ---- length ----

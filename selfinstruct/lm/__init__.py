@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from selfinstruct.config import ModelConfig
+from typing import TYPE_CHECKING, Callable
+
 from selfinstruct.lm.base import LM, Completion, GenerationParams
+
+if TYPE_CHECKING:  # config validates model.backend against BACKENDS below, so it imports this module
+    from selfinstruct.config import ModelConfig
 
 __all__ = ["LM", "Completion", "GenerationParams", "load_lm", "BACKENDS"]
 
@@ -22,7 +26,7 @@ def _fake(cfg: ModelConfig) -> LM:
     return FakeLM(name=f"fake:{cfg.name}")
 
 
-BACKENDS = {"hf": _hf, "fake": _fake}
+BACKENDS: dict[str, Callable[[ModelConfig], LM]] = {"hf": _hf, "fake": _fake}  # model.backend names
 
 
 def load_lm(cfg: ModelConfig) -> LM:
