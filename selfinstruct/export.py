@@ -21,7 +21,7 @@ from selfinstruct import __version__
 from selfinstruct.errors import RunDirError, SelfInstructError
 from selfinstruct.prompts import chat_turn
 from selfinstruct.records import Task, dumps
-from selfinstruct.report import _pct, mix_summary, rejected_by_reason
+from selfinstruct.report import mix_summary, pct, rejected_by_reason
 from selfinstruct.store import AUDIT, PROGRESS, RunStore, check_output, fsync_dir, write_outputs
 
 FORMATS = ("alpaca", "sharegpt", "messages", "jsonl", "hf")
@@ -32,7 +32,7 @@ SHAPES = {
     "alpaca": 'one row per instance: {"instruction", "input", "output"} (Stanford Alpaca\'s fields)',
     "sharegpt": 'one row per instance: {"id", "conversations": [{"from": "human", "value"}, '
                 '{"from": "gpt", "value"}]}; the human turn is the instruction, then a blank line and the input '
-                '(when there is one), exactly the user turn the chat-mode answers were generated from',
+                '(when there is one): the user turn that chat-mode answers (instances.response: chat) are generated from',
     "messages": 'one row per instance: {"messages": [{"role": "user", "content"}, {"role": "assistant", '
                 '"content"}]} (the OpenAI / TRL chat format); the user turn joins instruction and input as sharegpt does',
     "jsonl": "one row per task, as selfinstruct stores it: id, instruction, instances, is_classification, "
@@ -189,7 +189,7 @@ def dataset_card(store: RunStore, tasks: list[Task], fmt: str, n_rows: int, data
     meta: dict = {"license": license_ or "unknown", "language": [language], "task_categories": ["text-generation"],
                   "size_categories": [_size_category(n_rows)], "tags": ["self-instruct", "synthetic"],
                   "pretty_name": name}
-    if data_file:
+    if data_file and kind != "dir":  # a save_to_disk directory is read by load_from_disk, not by data_files
         meta["configs"] = [{"config_name": "default", "data_files": [{"split": "train", "path": data_file}]}]
     model = env.get("model") or (cfg.get("model") or {}).get("name", "?")
     m = mix_summary(tasks)
@@ -197,7 +197,7 @@ def dataset_card(store: RunStore, tasks: list[Task], fmt: str, n_rows: int, data
              else f"not finished: exported after round {p['cursor']['round']} batch {p['cursor']['batch']} "
                   "was next; a later export will hold more")
     where = {"dir": f"this directory, written by `datasets.save_to_disk`; load it with "
-                    f"`datasets.load_from_disk(\"{data_file or '.'}\")`",
+                    f"`datasets.load_from_disk(\"{data_file}\")`",
              "parquet": f"`{data_file}` (Parquet)", "json": f"`{data_file}` (one JSON array)",
              "jsonl": f"`{data_file}` (JSON Lines)"}[kind]
     lines = ["---", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).rstrip(), "---", MARKER, "",
@@ -212,13 +212,13 @@ def dataset_card(store: RunStore, tasks: list[Task], fmt: str, n_rows: int, data
              "", "(the model, its revision and the software that decide the numerics, as the run recorded them)", "",
              "## Counts", "",
              f"- accepted tasks: {t['accepted']} ({m['instances']} instances; {m['classification']} classification tasks)",
-             f"- candidates: {t['candidates']}; accepted {_pct(t['accepted'], t['candidates'])}; "
+             f"- candidates: {t['candidates']}; accepted {pct(t['accepted'], t['candidates'])}; "
              f"rejected: {t['rejected']}",
              f"- LM tokens: {t['prompt_tokens']} prompt, {t['completion_tokens']} generated", "",
              "### Rejected, by stage and filter", ""]
     by = rejected_by_reason(p).most_common()
     lines += _table(("stage:reason", "rejected", "of candidates"),
-                    [(k, v, _pct(v, t["candidates"])) for k, v in by]) if by else ["None."]
+                    [(k, v, pct(v, t["candidates"])) for k, v in by]) if by else ["None."]
     prompt = cfg.get("prompt") if isinstance(cfg.get("prompt"), dict) else {}
     share = "n/a" if m["human_share"] is None else f"{100 * m['human_share']:.1f}%"
     lines += ["", "## Mix and lineage", "",
@@ -297,7 +297,7 @@ def export(store: RunStore, fmt: str, out: str, card: bool = True) -> Written:
         return Written(len(rows), kind, None)
     path = Path(out)
     if kind == "dir":
-        _write_dir(path, rows, dataset_card(store, tasks, fmt, len(rows), None, kind) if card else None)
+        _write_dir(path, rows, dataset_card(store, tasks, fmt, len(rows), path.name, kind) if card else None)
         return Written(len(rows), kind, path / CARD if card else None)
     check_output(path)  # before any work: a bad place fails fast and writes nothing
     where = card_path(path) if card else None

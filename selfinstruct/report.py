@@ -15,7 +15,8 @@ from selfinstruct.records import Task
 from selfinstruct.store import CONFIG, PROGRESS, RunStore
 
 
-def _pct(a: int, b: int) -> str:
+def pct(a: int, b: int) -> str:
+    """a / b as a percentage with one decimal, or n/a."""
     return f"{100 * a / b:.1f}%" if b else "n/a"
 
 
@@ -49,7 +50,7 @@ def status_text(store: RunStore) -> str:
     else:
         lines.append(f"state: not finished; next batch is round {cursor['round']} batch {cursor['batch']} "
                      f"(resume with: selfinstruct resume {store.root})")
-    lines.append(f"accepted: {t['accepted']} of {t['candidates']} candidates ({_pct(t['accepted'], t['candidates'])}); "
+    lines.append(f"accepted: {t['accepted']} of {t['candidates']} candidates ({pct(t['accepted'], t['candidates'])}); "
                  f"rejected: {t['rejected']}")
     if t["lm_seconds"]:
         lines.append(f"LM: {t['prompt_tokens']} prompt + {t['completion_tokens']} completion tokens in "
@@ -61,12 +62,12 @@ def status_text(store: RunStore) -> str:
     for r, stats in sorted(p["rounds"].items(), key=lambda kv: int(kv[0])):
         rej = ", ".join(f"{k} {v}" for k, v in sorted(stats["rejected"].items())) or "none"
         lines.append(f"  round {r}: human fraction {stats['human_fraction']:.2f}, accepted {stats['accepted']} "
-                     f"of {stats['candidates']} ({_pct(stats['accepted'], stats['candidates'])}); rejected: {rej}")
+                     f"of {stats['candidates']} ({pct(stats['accepted'], stats['candidates'])}); rejected: {rej}")
     if tasks:
         m = mix_summary(tasks)
         humans, machines = m["human_examples"], m["machine_examples"]
-        lines.append(f"prompt examples behind accepted tasks: human {humans} ({_pct(humans, humans + machines)}), "
-                     f"machine {machines} ({_pct(machines, humans + machines)})")
+        lines.append(f"prompt examples behind accepted tasks: human {humans} ({pct(humans, humans + machines)}), "
+                     f"machine {machines} ({pct(machines, humans + machines)})")
         lines.append("lineage depth: " + ", ".join(f"{d}: {n}" for d, n in m["depths"].items()))
         n_inst = m["instances"]
         lines.append(f"classification tasks: {m['classification']}; instances: {n_inst} "
@@ -127,10 +128,10 @@ def watch_view(root: Path, progress: dict | None, limits: dict, now: float, note
     else:
         state = f"in progress: next batch is round {c['round']} batch {c['batch']} (last commit {age})"
     target = limits.get("target")
-    of_target = f" of target {target} ({_pct(t['accepted'], target)})" if isinstance(target, int) else ""
+    of_target = f" of target {target} ({pct(t['accepted'], target)})" if isinstance(target, int) else ""
     lines = [f"run: {root}", f"state: {state}",
              f"accepted: {t['accepted']}{of_target}; candidates {t['candidates']}, rejected {t['rejected']} "
-             f"(acceptance {_pct(t['accepted'], t['candidates'])})"]
+             f"(acceptance {pct(t['accepted'], t['candidates'])})"]
     top = rejected_by_reason(progress).most_common(4)
     if top:
         lines.append("top rejections: " + ", ".join(f"{k} {v}" for k, v in top))

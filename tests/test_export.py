@@ -237,7 +237,7 @@ def test_hf_save_to_disk_round_trip(run):
     assert back.to_list() == export_rows(tasks_of(run), "alpaca")
     meta = front_matter(w.card.read_text())
     assert "configs" not in meta and meta["license"] == "cc-by-4.0"
-    assert "load_from_disk" in w.card.read_text()
+    assert "load_from_disk(\"hf\")" in w.card.read_text()
     do(run, "hf", out)  # an earlier export of ours is replaced whole
     assert datasets.load_from_disk(str(out)).num_rows == back.num_rows
     assert not any(p.name.startswith(".hf") for p in out.parent.iterdir())
