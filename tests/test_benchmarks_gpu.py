@@ -32,6 +32,7 @@ def test_gpu_benchmark_quick_on_cpu():
         assert float(rate) == pytest.approx(int(tokens) / float(secs), rel=0.02)
 
 
+@pytest.mark.slow  # imports torch twice: ~8 s here
 def test_gpu_benchmark_without_cuda_is_a_one_line_error():
     pytest.importorskip("torch")
     import torch
