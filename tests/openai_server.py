@@ -46,7 +46,7 @@ class FaultServer(ThreadingHTTPServer):
         self.order: list[str] | None = None  # if set, answers leave in exactly this order of prompts
         self.cond = threading.Condition()
         self.release = threading.Event()  # hung requests wait on it; set at close
-        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
 
     @property
     def url(self) -> str:
@@ -138,11 +138,11 @@ class _Handler(BaseHTTPRequestHandler):
                 position = s.order.index(prompt)
                 if not s.cond.wait_for(lambda: s.order is None or len(s.answered) >= position, timeout=20):
                     return self._send(503, b'{"error": "order wait timed out"}')
-        self._send(200, payload, cut=fault == "truncate")
         if fault != "truncate":
-            with s.cond:
+            with s.cond:  # recorded before the answer leaves, so a client that has it sees it recorded
                 s.answered.append(prompt)
                 s.cond.notify_all()
+        self._send(200, payload, cut=fault == "truncate")
 
     def _payload(self, body: dict) -> bytes:
         s = self.server
