@@ -248,8 +248,12 @@ class OpenAIBackend:
             detail = self._redact(e.read(300).decode("utf-8", "replace").strip().replace("\n", " "))
             if e.code in RETRY_STATUS:
                 raise _Retryable(f"HTTP {e.code}", _retry_after(e.headers.get("Retry-After"))) from None
-            hint = ("; a model without a chat template cannot answer chat turns: set instances.response: fewshot"
-                    if url.endswith("/chat/completions") and e.code in (400, 422) and "template" in detail else "")
+            hint = ""
+            if e.code in (400, 422) and "repetition_penalty" in detail:  # e.g. transformers serve refuses it
+                hint = ("; this server does not take repetition_penalty: set it to 1.0 in generation, instances "
+                        "and answers")
+            elif url.endswith("/chat/completions") and e.code in (400, 422) and "template" in detail:
+                hint = "; a model without a chat template cannot answer chat turns: set instances.response: fewshot"
             raise ModelError(f"{url} answered HTTP {e.code}: {detail[:200]}{hint}") from None
         except (TimeoutError, socket.timeout):
             raise _Retryable(f"no answer within model.timeout_s = {self.timeout_s:g} s") from None
