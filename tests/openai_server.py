@@ -35,10 +35,11 @@ def echo_logprobs(text: str) -> dict:
 class FaultServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, model: str = "test-model", logprobs: bool = True):
+    def __init__(self, model: str = "test-model", logprobs: bool = True, echo: bool = True):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.model = model
         self.logprobs = logprobs  # False: a server that ignores logprobs/echo, as transformers serve does
+        self.echo = echo  # False: logprobs of the generated token only, as llama.cpp's server gives
         self.faults: list = []  # spent one per arriving request: "500", ("429", secs), "hang", "truncate", ...
         self.requests: list[dict] = []  # every request body, as it arrived (faulted ones too)
         self.headers_seen: list[dict] = []
@@ -148,7 +149,10 @@ class _Handler(BaseHTTPRequestHandler):
         s = self.server
         chat = "messages" in body
         usage = {"prompt_tokens": len(prompt_of(body).split()), "completion_tokens": 0}
-        if body.get("echo") and s.logprobs:  # scoring: the prompt's own log-probabilities
+        if body.get("echo") and s.logprobs and not s.echo:
+            choice = {"index": 0, "text": " x", "finish_reason": "length",
+                      "logprobs": {"tokens": [" x"], "text_offset": [len(body["prompt"])], "token_logprobs": [-0.5]}}
+        elif body.get("echo") and s.logprobs:  # scoring: the prompt's own log-probabilities
             choice = {"index": 0, "text": body["prompt"] + " x", "finish_reason": "length",
                       "logprobs": echo_logprobs(body["prompt"])}
         elif chat and body.get("logprobs") and s.logprobs:

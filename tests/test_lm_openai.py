@@ -179,6 +179,9 @@ def test_a_server_without_logprobs_says_it_cannot_score():
             lm.score(["p"], [" Yes"])
         with pytest.raises(ModelError, match="returned no chat log-probabilities"):
             lm.score(["p"], [" Yes"], chat=True)
+    with FaultServer(echo=False) as s:  # logprobs for the generated token only: must not read as log P = 0
+        with pytest.raises(ModelError, match="generated tokens only .*echo not honoured"):
+            backend(s.url).score(["Is it classification?"], [" Yes"])
 
 
 def test_the_key_goes_in_a_header_and_nowhere_else(server, monkeypatch, caplog):

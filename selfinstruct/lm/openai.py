@@ -137,7 +137,7 @@ class OpenAIBackend:
                         seed=request_seed(seed, i))
             if params.stop:
                 body["stop"] = list(params.stop)
-            if params.repetition_penalty != 1.0:  # not OpenAI's; vLLM, SGLang and llama.cpp's server take it
+            if params.repetition_penalty != 1.0:  # not OpenAI's; vLLM and SGLang take it as an extra field
                 body["repetition_penalty"] = params.repetition_penalty
             data = self._post(self._path(chat), body, i, seed)
             choice = self._choice(data)
@@ -168,12 +168,15 @@ class OpenAIBackend:
         if not isinstance(lp, dict) or not lp.get("token_logprobs") or not lp.get("text_offset"):
             raise ModelError(f"{self._url(i)} returned no prompt log-probabilities (completions echo + logprobs); "
                              "this server cannot score, so classification cannot run on it")
-        total, start, end = 0.0, len(prompt), len(full)
+        total, counted, start, end = 0.0, 0, len(prompt), len(full)
         for tok, off, value in zip(lp.get("tokens") or [], lp["text_offset"], lp["token_logprobs"]):
             if off < end and off + len(tok) > start:  # a token of the continuation (or straddling its start)
                 if value is None:
                     raise ModelError(f"{self._url(i)} gave no log-probability for a continuation token")
-                total += float(value)
+                total, counted = total + float(value), counted + 1
+        if not counted:  # e.g. llama.cpp: logprobs of the generated token only, echo ignored; 0.0 would be a lie
+            raise ModelError(f"{self._url(i)} returned log-probabilities for generated tokens only (completions echo "
+                             "not honoured); this server cannot score, so classification cannot run on it")
         return total
 
     def _score_chat(self, i: int, prompt: str, continuation: str) -> float:
