@@ -45,6 +45,7 @@ class FaultServer(ThreadingHTTPServer):
         self.headers_seen: list[dict] = []
         self.answered: list[str] = []  # prompts answered with a 200, in answer order
         self.order: list[str] | None = None  # if set, answers leave in exactly this order of prompts
+        self.always: dict[str, object] = {}  # prompt -> fault for every request of that prompt
         self.cond = threading.Condition()
         self.release = threading.Event()  # hung requests wait on it; set at close
         self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
@@ -111,7 +112,7 @@ class _Handler(BaseHTTPRequestHandler):
         with s.cond:
             s.requests.append(body)
             s.headers_seen.append(dict(self.headers))
-            fault = s.faults.pop(0) if s.faults else None
+            fault = s.always.get(prompt_of(body)) or (s.faults.pop(0) if s.faults else None)
         if fault == "hang":
             s.release.wait(30)
             self.close_connection = True

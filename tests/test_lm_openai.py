@@ -101,6 +101,15 @@ def test_a_timeout_every_time_ends_in_a_clear_error(server):
         backend(server.url, timeout_s=0.2, max_retries=1).generate(["p"], PARAMS, 0)
 
 
+def test_a_failed_request_stops_the_others_retrying(server):
+    server.always = {"bad": ("400", "no such thing"), "busy": "500"}
+    lm = backend(server.url, concurrency=2, max_retries=8, backoff_s=0.05)  # real backoff waits: 0.05 s doubling
+    with pytest.raises(ModelError, match="HTTP 400: .*no such thing"):  # the real error, not the abandoned retry
+        lm.generate(["busy", "bad"], PARAMS, 0)
+    # "bad" fails at once; "busy" would take 9 attempts over ~10 s of backoff, but stops at the next one
+    assert sum(b["prompt"] == "busy" for b in server.requests) <= 3
+
+
 def test_malformed_answers(server):
     server.plan("nochoices")
     with pytest.raises(ModelError, match="malformed answer.*no choices"):

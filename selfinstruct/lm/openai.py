@@ -58,6 +58,10 @@ def request_seed(seed: int, index: int) -> int:
     return int.from_bytes(digest[:4], "big") >> 1
 
 
+class _Abandoned(ModelError):
+    """A request given up because another request of the same call failed: never the error to report."""
+
+
 class _Retryable(Exception):
     """One attempt failed in a way another attempt may not (status, timeout, reset, cut-off answer)."""
 
@@ -88,7 +92,7 @@ class OpenAIBackend:
 
     def __init__(self, base_url: str | list[str], name: str, *, endpoint: str = "completions",
                  api_key_env: str = "", concurrency: int = 8, timeout_s: float = 120.0, max_retries: int = 4,
-                 backoff_s: float = BACKOFF_BASE_S, sleep: Callable[[float], None] = time.sleep):
+                 backoff_s: float = BACKOFF_BASE_S, sleep: Callable[[float], None] | None = None):
         urls = [base_url] if isinstance(base_url, str) else list(base_url)
         for u in urls:
             problem = url_problem(u)
@@ -105,6 +109,11 @@ class OpenAIBackend:
         self.timeout_s = timeout_s
         self.max_retries = max(0, max_retries)
         self.backoff_s = backoff_s
+        # Set when a call fails or is interrupted (Ctrl-C): the other requests of that call stop retrying,
+        # and a backoff wait ends at once, so the process does not linger on threads it no longer needs.
+        # One Event per call, seen by that call's requests through a thread-local (a straggler of an earlier,
+        # failed call must not see a later call's cleared event and resume retrying).
+        self._call = threading.local()
         self._sleep = sleep  # tests pass a recorder: backoff is measured, never waited for
         self._key = ""
         if api_key_env:
@@ -228,13 +237,27 @@ class OpenAIBackend:
         with self._pool_lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="selfinstruct-openai")
-        futures = [self._pool.submit(fn, i, x) for i, x in enumerate(items)]
-        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-        for f in futures:  # the first failure in prompt order, so the error is reproducible
-            if f in done and f.exception() is not None:
-                for p in pending:
-                    p.cancel()
-                raise f.exception()
+        abort = threading.Event()
+
+        def run(i: int, x):
+            self._call.abort = abort
+            return fn(i, x)
+
+        futures = [self._pool.submit(run, i, x) for i, x in enumerate(items)]
+        try:
+            done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        except BaseException:  # KeyboardInterrupt: drop what has not started, stop the retries
+            abort.set()
+            for f in futures:
+                f.cancel()
+            raise
+        failed = [f.exception() for f in futures if f in done and f.exception() is not None]
+        if failed:
+            abort.set()
+            for p in pending:
+                p.cancel()
+            # the first real failure in prompt order (not one abandoned because of it), so the error is reproducible
+            raise next((e for e in failed if not isinstance(e, _Abandoned)), failed[0])
         return [f.result() for f in futures]
 
     def _request(self, url: str, method: str = "GET", body: dict | None = None) -> dict:
@@ -275,8 +298,11 @@ class OpenAIBackend:
     def _post(self, path: str, body: dict, i: int, seed: int) -> dict:
         """POST with bounded retries: exponential backoff with jitter seeded by (seed, i), Retry-After honoured."""
         rng = random.Random(f"{seed}:{i}")  # deterministic jitter, different per prompt so retries spread out
+        abort = getattr(self._call, "abort", None) or threading.Event()  # None: called on the caller's thread
         for attempt in range(self.max_retries + 1):
             url = self._url(i, attempt) + path
+            if attempt and abort.is_set():
+                raise _Abandoned(f"{url}: retry abandoned: another request of this call failed or was interrupted")
             try:
                 return self._request(url, "POST", body)
             except _Retryable as e:
@@ -288,7 +314,7 @@ class OpenAIBackend:
                 if e.retry_after is not None:
                     delay = max(delay, min(e.retry_after, RETRY_AFTER_CAP_S))
                 log.debug("%s: %s; retry %d/%d in %.2f s", url, e, attempt + 1, self.max_retries, delay)
-                self._sleep(delay)
+                (self._sleep or abort.wait)(delay)
         raise AssertionError("unreachable")
 
     def _check_served(self, base: str) -> str:
