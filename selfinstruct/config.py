@@ -18,6 +18,7 @@ from selfinstruct.errors import ConfigError
 from selfinstruct.filters import INSTANCE_FILTERS as INSTANCE_FILTER_REGISTRY
 from selfinstruct.filters import INSTRUCTION_FILTERS as INSTRUCTION_FILTER_REGISTRY
 from selfinstruct.lm import BACKENDS as LM_BACKENDS
+from selfinstruct.lm.openai import ENDPOINTS, url_problem
 from selfinstruct.novelty import TOKENIZERS as NOVELTY_TOKENIZERS
 from selfinstruct.prompts import STYLES as PROMPT_STYLES
 
@@ -58,6 +59,13 @@ class ModelConfig:
     chat_template: bool = False  # wrap each prompt as a chat user turn (raw completion works better on small models)
     trust_remote_code: bool = False  # run Python code shipped in the model's repository (only for models you trust)
     allow_pickle: bool = False  # load pickled .bin/.pt weights, which can run code; safetensors and GGUF need not
+    # backend openai (an OpenAI-compatible server): name is the served model's id
+    base_url: typing.Any = ""  # "http://host:8000/v1", or a list of replica URLs used round-robin
+    api_key_env: str = ""  # NAME of the environment variable holding the API key ("" = none); never the key
+    endpoint: str = field(default="completions", metadata=_check(lambda v: v in ENDPOINTS, f"one of {ENDPOINTS}"))
+    concurrency: int = field(default=8, metadata=_check(lambda v: v >= 1, ">= 1"))  # requests in flight
+    timeout_s: float = field(default=120.0, metadata=_check(lambda v: v > 0, "> 0 (seconds)"))  # per request
+    max_retries: int = field(default=4, metadata=_check(lambda v: 0 <= v <= 20, "in [0, 20]"))
 
 
 @dataclass
@@ -164,8 +172,11 @@ class Config:
 # (the seed file's *content* is checked separately, by digest).
 # model.trust_remote_code and model.allow_pickle only permit or refuse a load; they change no sample.
 # seed_license only labels exports; being safe, a run saved before the key existed resumes unchanged.
+# An openai server's replicas, key variable, requests in flight, timeout and retries decide speed, not what
+# is asked (model.name and model.endpoint do); a resume may change them to scale out or in.
 SAFE_KEYS = ("target", "max_rounds", "output_dir", "seed_tasks", "seed_license", "stall.",
-             "model.trust_remote_code", "model.allow_pickle")
+             "model.trust_remote_code", "model.allow_pickle", "model.base_url", "model.api_key_env",
+             "model.concurrency", "model.timeout_s", "model.max_retries")
 
 
 def _is_safe(key: str) -> bool:
@@ -254,7 +265,38 @@ def _apply_language(cfg: Config, data: dict, errors: list[str]) -> None:
                       "instruction would look novel; use unicode (or leave the key out)")
 
 
+def _validate_model(m: ModelConfig, errors: list[str]) -> None:
+    """The openai backend's keys (messages never repeat a URL: it could hold a password)."""
+    urls = m.base_url if isinstance(m.base_url, list) else [m.base_url]
+    if m.backend != "openai":
+        if m.base_url not in ("", []):
+            errors.append(f"model.base_url: only used with model.backend: openai (backend is {m.backend})")
+        return
+    if m.base_url in ("", []):
+        errors.append("model.base_url: required with model.backend: openai, e.g. http://127.0.0.1:8000/v1")
+    elif not isinstance(m.base_url, (str, list)):
+        errors.append("model.base_url: expected a URL or a list of URLs")
+    else:
+        for n, url in enumerate(urls):
+            problem = url_problem(url)
+            if problem:
+                where = f"model.base_url[{n}]" if isinstance(m.base_url, list) else "model.base_url"
+                errors.append(f"{where}: {problem}")
+        if len(set(urls)) != len(urls):
+            errors.append("model.base_url: a replica is listed twice")
+    if m.name == "bundled" or not m.name.strip():
+        errors.append("model.name: the served model's id, as the server's /v1/models lists it")
+    if m.api_key_env and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", m.api_key_env):
+        errors.append("model.api_key_env: the NAME of an environment variable (e.g. OPENAI_API_KEY), not the key")
+
+
 def _validate_cross(cfg: Config, errors: list[str]) -> None:
+    _validate_model(cfg.model, errors)
+    if cfg.model.backend == "openai":
+        for section in ("generation", "instances", "answers"):
+            if getattr(cfg, section).no_repeat_ngram_size:
+                errors.append(f"{section}.no_repeat_ngram_size: not part of the OpenAI API; must be 0 with "
+                              "model.backend: openai (repetition_penalty is sent)")
     for old, new in RENAMED_FILTERS.items():
         if old in cfg.filters.instruction:
             log.warning("filters.instruction: %s is now called %s (it judges the script, not the first character); "

@@ -1,4 +1,4 @@
-"""LM backends, by name. Only the `hf` backend imports torch/transformers, and only when used."""
+"""LM backends, by name. Only the `hf` backend imports torch/transformers, and only when used; `openai` talks HTTP."""
 
 from __future__ import annotations
 
@@ -26,7 +26,14 @@ def _fake(cfg: ModelConfig) -> LM:
     return FakeLM(name=f"fake:{cfg.name}")
 
 
-BACKENDS: dict[str, Callable[[ModelConfig], LM]] = {"hf": _hf, "fake": _fake}  # model.backend names
+def _openai(cfg: ModelConfig) -> LM:
+    from selfinstruct.lm.openai import OpenAIBackend
+
+    return OpenAIBackend(cfg.base_url, cfg.name, endpoint=cfg.endpoint, api_key_env=cfg.api_key_env,
+                         concurrency=cfg.concurrency, timeout_s=cfg.timeout_s, max_retries=cfg.max_retries)
+
+
+BACKENDS: dict[str, Callable[[ModelConfig], LM]] = {"hf": _hf, "fake": _fake, "openai": _openai}  # model.backend names
 
 
 def load_lm(cfg: ModelConfig) -> LM:
