@@ -273,7 +273,7 @@ class HFBackend:
 
     def __init__(self, name: str, *, device: str = "auto", dtype: str = "auto",
                  batch_size: int = 8, chat_template: bool = False, cache_dir: str | None = None,
-                 trust_remote_code: bool = False, allow_pickle: bool = False):
+                 trust_remote_code: bool = False, allow_pickle: bool = False, continuous: bool = True):
         if batch_size < 1:
             raise ModelError(f"batch_size must be at least 1, got {batch_size}")
         import torch
@@ -284,7 +284,7 @@ class HFBackend:
 
         self.device = resolve_device(device)  # what was chosen, after "auto"
         self.dtype = resolve_dtype(dtype, self.device)
-        self.batch_size = batch_size  # prompts per forward pass
+        self.batch_size = batch_size  # rows per forward pass: slots of the continuous batch
         self.chat_template = chat_template  # wrap each prompt as one user message
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
         source, self.name = resolve_model(name, self.cache_dir)
@@ -327,12 +327,20 @@ class HFBackend:
         self.model.generation_config = GenerationConfig(
             bos_token_id=gen.bos_token_id, eos_token_id=sorted(self.eos_ids) or None, pad_token_id=tok.pad_token_id)
         self.max_positions = getattr(self.model.config, "max_position_embeddings", None)
+        from selfinstruct.lm.batching import SlotBatcher
+
+        # Continuous batching where the cache allows it (plain full attention); else static batches.
+        self.batching = "continuous" if continuous and SlotBatcher.supports(self.model) else "static"
+        self.batcher = SlotBatcher(self.model, tok.pad_token_id, self.device) if self.batching == "continuous" else None
+        if continuous and self.batcher is None:
+            log.info("%s: cache layers other than full attention; generating in static batches", self.name)
 
     def environment(self) -> dict:
         """What decides this backend's numerics: resolved device and dtype, batch size, versions, revision."""
         import torch
 
-        return {"device": self.device, "dtype": self.dtype, "batch_size": self.batch_size, "model": self.name,
+        return {"device": self.device, "dtype": self.dtype, "batch_size": self.batch_size, "batching": self.batching,
+                "model": self.name,
                 "revision": self.revision, "torch": torch.__version__, "transformers": _version("transformers")}
 
     @staticmethod
@@ -384,16 +392,35 @@ class HFBackend:
             log.warning("prompt of %d tokens + %d new tokens exceeds the model's %d positions",
                         longest, params.max_new_tokens, self.max_positions)
 
-        torch.manual_seed(seed)  # seeds CPU and every CUDA device
-        # Similar lengths share a batch, so less padding; the order is fixed, so results stay reproducible.
+        # Similar lengths are admitted together, so less padding; the order is fixed, so results stay reproducible.
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        out: list[Completion | None] = [None] * len(ids)
         with torch.inference_mode():
+            if self.batcher is not None:
+                return self._generate_continuous(ids, order, params, seed)
+            torch.manual_seed(seed)  # seeds CPU and every CUDA device
+            out: list[Completion | None] = [None] * len(ids)
             for start in range(0, len(order), self.batch_size):
                 chunk = order[start:start + self.batch_size]
                 for i, completion in zip(chunk, self._generate_batch([ids[i] for i in chunk], params)):
                     out[i] = completion
         return out  # type: ignore[return-value]
+
+    def _stop_ids(self, stop: tuple[str, ...]) -> set[int]:
+        """A stop string that is a whole special token (e.g. "<|im_start|>") stops like EOS: decoded text skips it."""
+        tok = self.tokenizer
+        specials = set(getattr(tok, "all_special_tokens", []))
+        return {tok.convert_tokens_to_ids(s) for s in stop if s in specials}
+
+    def _generate_continuous(self, ids: list[list[int]], order: list[int], params: GenerationParams,
+                             seed: int) -> list[Completion]:
+        from selfinstruct.lm.batching import RowRules
+
+        rules = RowRules(self.tokenizer, params, self.eos_ids, self._stop_ids(params.stop))
+        ends = self.batcher.run(ids, order, rules, seed, self.batch_size)
+        return [Completion(text=apply_stop(self.tokenizer.decode(e.tokens[:e.keep], skip_special_tokens=True),
+                                           params.stop),
+                           prompt_tokens=len(r), completion_tokens=e.generated, meta={"finish_reason": e.reason})
+                for r, e in zip(ids, ends)]
 
     def score(self, prompts: list[str], continuations: list[str], chat: bool = False) -> list[float]:
         """Summed natural-log probability of each continuation's tokens right after its prompt."""
@@ -430,10 +457,7 @@ class HFBackend:
         tok = self.tokenizer
         input_ids, mask = _left_pad(rows, tok.pad_token_id)
         width = input_ids.shape[1]
-        # A stop string that is a whole special token (e.g. "<|im_start|>") stops like EOS: decoded text skips it.
-        specials = set(getattr(tok, "all_special_tokens", []))
-        stop_ids = {tok.convert_tokens_to_ids(s) for s in params.stop if s in specials}
-        stopper = _make_stopper(tok, width, len(rows), self.eos_ids, stop_ids, params.stop)
+        stopper = _make_stopper(tok, width, len(rows), self.eos_ids, self._stop_ids(params.stop), params.stop)
         sampling = {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p, "top_k": 0} \
             if params.temperature > 0 else {"do_sample": False}
         generated = self.model.generate(
