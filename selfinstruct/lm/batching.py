@@ -135,6 +135,7 @@ class SlotBatcher:
         self.steps = 0  # decode forward passes, for tests and benchmarks
         self.prefills = 0
         self.max_rows = 0  # the widest batch a step saw
+        self.row_steps = 0  # rows fed, summed over decode steps: no finished or padding row is ever fed
 
     @staticmethod
     def supports(model) -> bool:
@@ -167,6 +168,7 @@ class SlotBatcher:
                 if not rows:
                     continue
             self.max_rows = max(self.max_rows, len(rows))
+            self.row_steps += len(rows)
             feed = torch.tensor([[r.tokens[-1]] for r in rows], dtype=torch.long, device=self.device)
             positions = mask.sum(-1, keepdim=True)  # real tokens before the fed one, whatever the padding
             mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=-1)
