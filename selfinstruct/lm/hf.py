@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import inspect
 import json
 import logging
 import os
@@ -329,6 +330,8 @@ class HFBackend:
         self.max_positions = getattr(self.model.config, "max_position_embeddings", None)
         from selfinstruct.lm.batching import SlotBatcher
 
+        self._keep_logits = "logits_to_keep" in inspect.signature(self.model.forward).parameters
+
         # Continuous batching where the cache allows it (plain full attention); else static batches.
         self.batching = "continuous" if continuous and SlotBatcher.supports(self.model) else "static"
         self.batcher = SlotBatcher(self.model, tok.pad_token_id, self.device) if self.batching == "continuous" else None
@@ -440,16 +443,20 @@ class HFBackend:
                 input_ids, mask = _left_pad(batch, self.tokenizer.pad_token_id)
                 # Left padding: positions must count real tokens only, as generate() does.
                 positions = (mask.cumsum(-1) - 1).clamp(min=0)
-                logits = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
-                                    position_ids=positions.to(self.device)).logits.float()
-                logp = torch.log_softmax(logits[:, :-1], dim=-1)  # logp[:, j] predicts token j + 1
                 width = input_ids.shape[1]
+                # Left padding right-aligns every continuation, so the last `keep` positions' logits hold
+                # them all: the vocabulary projection and log-softmax skip the prompt (most of the row).
+                keep = min(width, max(len(tails[i]) for i in chunk) + 1) if self._keep_logits else width
+                extra = {"logits_to_keep": keep} if self._keep_logits else {}
+                logits = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
+                                    position_ids=positions.to(self.device), **extra).logits[:, -keep:].float()
+                logp = torch.log_softmax(logits[:, :-1], dim=-1)  # logp[:, j] predicts token width - keep + j + 1
                 for row, i in enumerate(chunk):
                     n = len(tails[i])
                     if n == 0:
                         continue
                     targets = input_ids[row, width - n:].to(logp.device)
-                    picked = logp[row, width - n - 1:width - 1].gather(-1, targets[:, None])
+                    picked = logp[row, keep - n - 1:keep - 1].gather(-1, targets[:, None])
                     out[i] = float(picked.sum())
         return out
 
