@@ -1,6 +1,6 @@
 """How busy is the model? The pipeline's LM stage against plain generate, and the job's time outside the model.
 
-Usage: python benchmarks/generation.py [--model bundled] [--prompts 64] [--slots 8,16,32,64] [--static]
+Usage: python benchmarks/generation.py [--model bundled] [--prompts 64] [--slots 8,16,32,64] [--static 8]
                                        [--pools 1000,10000] [--config configs/default.yaml]
 
 In one process, for one model and the same pipeline-built prompts (round-1 instruction-generation
@@ -216,7 +216,8 @@ def main() -> int:
     ap.add_argument("--new-tokens", type=int, default=None, help="ceiling: new tokens per row (default: "
                     "generation.max_new_tokens)")
     ap.add_argument("--slots", default=None, help="comma-separated model.batch_size values (default: the config's)")
-    ap.add_argument("--static", action="store_true", help="also the static-batch path at the config's batch size")
+    ap.add_argument("--static", type=int, default=0, metavar="B",
+                    help="also the old static-batch path at batch size B (8 was the default before)")
     ap.add_argument("--pools", default="1000,10000", help="pool sizes for the outside-the-model share ('' = skip)")
     a = ap.parse_args()
 
@@ -249,9 +250,9 @@ def main() -> int:
         print(f"| pipeline, continuous | {s} | {r['tok_s']:.1f} | {r['tok_s'] / top:.2f} | {r['seconds']:.0f} "
               f"| {r['mean']:.0f} | {r['reasons']} |", flush=True)
     if a.static:
-        batcher, lm.batcher, lm.batch_size = lm.batcher, None, cfg.model.batch_size
+        batcher, lm.batcher, lm.batch_size = lm.batcher, None, a.static
         r = pipeline_stage(lm, cfg, seeds, a.prompts, params)
-        print(f"| pipeline, static (before) | {cfg.model.batch_size} | {r['tok_s']:.1f} | {r['tok_s'] / top:.2f} "
+        print(f"| pipeline, static (before) | {a.static} | {r['tok_s']:.1f} | {r['tok_s'] / top:.2f} "
               f"| {r['seconds']:.0f} | {r['mean']:.0f} | {r['reasons']} |", flush=True)
         lm.batcher = batcher
     lm.batch_size = cfg.model.batch_size
