@@ -10,6 +10,7 @@ from pathlib import Path
 from selfinstruct import __version__
 from selfinstruct import config as C
 from selfinstruct.errors import SelfInstructError, Stopped
+from selfinstruct.export import FORMATS as EXPORT_FORMATS
 
 log = logging.getLogger("selfinstruct")
 
@@ -66,21 +67,41 @@ def cmd_validate(a) -> int:
 
 
 def cmd_status(a) -> int:
-    from selfinstruct.report import status_text
+    from selfinstruct.report import status_text, watch
     from selfinstruct.store import RunStore
 
+    if a.watch is not None:
+        return watch(a.run_dir, a.watch, count=a.count)
+    if a.count is not None:
+        raise SelfInstructError("--count only applies with --watch")
     print(status_text(RunStore.open(a.run_dir, lock=False)))
     return 0
 
 
 def cmd_export(a) -> int:
-    from selfinstruct.report import export
+    from selfinstruct.export import export
     from selfinstruct.store import RunStore
 
-    n = export(RunStore.open(a.run_dir, lock=False), a.format, a.output)
-    if a.output != "-":
-        print(f"wrote {n} rows ({a.format}) to {a.output}")
+    w = export(RunStore.open(a.run_dir, lock=False), a.format, a.output, card=not a.no_card)
+    if w.container != "stdout":
+        what = {"json": "JSON array", "jsonl": "JSON Lines", "parquet": "Parquet", "dir": "datasets save_to_disk"}
+        card = f"; dataset card: {w.card}" if w.card else ""
+        print(f"wrote {w.rows} rows ({a.format}, {what[w.container]}) to {a.output}{card}")
     return 0
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, got {text!r}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
+    return value
 
 
 def cmd_audit(a) -> int:
@@ -114,12 +135,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", help="progress and per-round statistics of a run")
     p.add_argument("run_dir")
+    p.add_argument("--watch", nargs="?", const=2.0, type=_seconds, metavar="SECONDS",
+                   help="refresh a compact view every SECONDS (default 2) until the run finishes or Ctrl-C; "
+                        "reads the run directory only, never takes its lock")
+    p.add_argument("--count", type=_positive, metavar="N", help="with --watch: stop after N views")
     p.set_defaults(fn=cmd_status)
 
-    p = sub.add_parser("export", help="write accepted tasks as a training file")
+    p = sub.add_parser("export", help="write accepted tasks as a training file, with a dataset card beside it")
     p.add_argument("run_dir")
-    p.add_argument("--format", default="alpaca", choices=["jsonl", "alpaca", "messages"])
-    p.add_argument("-o", "--output", required=True, help="output path, or - for stdout")
+    p.add_argument("--format", default="alpaca", choices=EXPORT_FORMATS,
+                   help="row shape; the path picks the container: .json one JSON array, .parquet Parquet, "
+                        "else JSON Lines; hf: a datasets save_to_disk directory (or .parquet)")
+    p.add_argument("-o", "--output", required=True, help="output path, or - for stdout (no card)")
+    p.add_argument("--no-card", action="store_true", help="write no dataset card (README.md)")
     p.set_defaults(fn=cmd_export)
 
     p = sub.add_parser("audit", help="grade a random sample of accepted tasks by hand (the Self-Instruct audit)")

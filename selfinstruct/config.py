@@ -130,6 +130,8 @@ class StallConfig:
 @dataclass
 class Config:
     seed_tasks: str = "seed_tasks.jsonl"  # human seed tasks (Self-Instruct or Alpaca JSONL)
+    # The seed file's license as a Hub identifier (apache-2.0, cc-by-4.0, ...), for export's dataset card; "" = not stated
+    seed_license: str = ""
     output_dir: str = "runs/default"  # run directory; running again resumes it
     target: int = field(default=100, metadata=_check(lambda v: v >= 1, ">= 1"))  # accepted machine tasks
     max_rounds: int = field(default=10, metadata=_check(lambda v: v >= 1, ">= 1"))
@@ -161,8 +163,9 @@ class Config:
 # Keys that may change when resuming: they only decide when the job stops, or where files are
 # (the seed file's *content* is checked separately, by digest).
 # model.trust_remote_code and model.allow_pickle only permit or refuse a load; they change no sample.
-SAFE_KEYS = ("target", "max_rounds", "output_dir", "seed_tasks", "stall.", "model.trust_remote_code",
-             "model.allow_pickle")
+# seed_license only labels exports; being safe, a run saved before the key existed resumes unchanged.
+SAFE_KEYS = ("target", "max_rounds", "output_dir", "seed_tasks", "seed_license", "stall.",
+             "model.trust_remote_code", "model.allow_pickle")
 
 
 def _is_safe(key: str) -> bool:

@@ -51,8 +51,8 @@ def _check_resumable(store, cfg: C.Config, run_dir: Path, digest: str) -> None:
                           "use a new output_dir or restore the original seeds")
     for k in safe:
         if k not in ("seed_tasks", "output_dir"):
-            log.info("resume: %s changed to %r (allowed: it only decides when the job stops)",
-                     k, C.flatten(cfg.to_dict())[k])
+            why = "it only labels exports" if k == "seed_license" else "it only decides when the job stops"
+            log.info("resume: %s changed to %r (allowed: %s)", k, C.flatten(cfg.to_dict())[k], why)
     if safe:
         store.tasks(), store.rejected()  # a damaged committed row refuses the resume before anything is written
         store.save_config(C.dump(cfg), cfg.fingerprint())

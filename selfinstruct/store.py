@@ -108,8 +108,8 @@ def write_atomic(path: Path, text: str) -> None:
     fsync_dir(path.parent)
 
 
-def write_output(path: str | Path, text: str, what: str = "export") -> None:
-    """Write a user-named output file atomically; never over a run's own files; any failure is one RunDirError."""
+def check_output(path: str | Path, what: str = "export") -> Path:
+    """Refuse a user-named output file that cannot be written or would replace a run's own files."""
     path = Path(path)
     if not path.parent.is_dir():
         raise RunDirError(f"{path.parent}: no such directory for the {what}")
@@ -119,12 +119,38 @@ def write_output(path: str | Path, text: str, what: str = "export") -> None:
     if real.name in RUN_FILES and (real.parent / PROGRESS).exists():
         raise RunDirError(f"{path}: is a file of the run directory {real.parent}; the {what} would replace it; "
                           "choose another file name")
+    return path
+
+
+def write_outputs(files: dict[Path, str | bytes], what: str = "export") -> None:
+    """Write user-named files all or none: every temp file first, then the renames; any failure is one RunDirError."""
+    paths = {check_output(p, what): data for p, data in files.items()}
+    temps: list[Path] = []
+    current = next(iter(paths), None)
     try:
-        write_atomic(path, text)
+        for path, data in paths.items():
+            current = path
+            tmp = path.with_name(path.name + ".tmp")
+            temps.append(tmp)
+            with open(tmp, "wb") as f:
+                f.write(data.encode("utf-8") if isinstance(data, str) else data)
+                f.flush()
+                os.fsync(f.fileno())
+        for path, tmp in zip(paths, temps):
+            current = path
+            os.replace(tmp, path)
+        for parent in {p.parent for p in paths}:
+            fsync_dir(parent)
     except OSError as e:
-        with suppress(OSError):
-            path.with_name(path.name + ".tmp").unlink()
-        raise RunDirError(f"{path}: cannot write the {what}: {e.strerror or e}") from None
+        for tmp in temps:
+            with suppress(OSError):
+                tmp.unlink()
+        raise RunDirError(f"{current}: cannot write the {what}: {e.strerror or e}") from None
+
+
+def write_output(path: str | Path, text: str, what: str = "export") -> None:
+    """Write a user-named output file atomically; never over a run's own files; any failure is one RunDirError."""
+    write_outputs({Path(path): text}, what)
 
 
 def _leftover_of_create(path: Path) -> bool:

@@ -62,6 +62,10 @@ def test_run_status_export(tmp_path):
     assert [m["role"] for m in msg] == ["user", "assistant"]
     cli("export", out, "--format", "jsonl", "-o", tmp_path / "t.jsonl", check_rc=0)
     assert rows(tmp_path / "t.jsonl") == tasks
+    card = (tmp_path / "README.md").read_text(encoding="utf-8")  # the card names what the run recorded
+    env = json.loads((out / "progress.json").read_text())["environment"]
+    assert env["model"] and f"| model | `{env['model']}` |" in card and "path: t.jsonl" in card
+    assert "seed file license: apache-2.0" in card  # configs/default.yaml names the shipped seeds' license
     # running a finished job again does no new work
     before = (out / "tasks.jsonl").read_bytes()
     cli("run", "configs/default.yaml", *FAST, f"output_dir={out}", "--no-progress", check_rc=0)

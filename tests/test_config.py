@@ -352,7 +352,7 @@ def test_malformed_schedules(schedule, hint):
 # ---- fingerprint and diff ----
 
 SAFE_CHANGES = [("target", 999), ("max_rounds", 99), ("output_dir", "elsewhere"),
-                ("seed_tasks", "other.jsonl"), ("stall.rounds_without_accept", 9)]
+                ("seed_tasks", "other.jsonl"), ("stall.rounds_without_accept", 9), ("seed_license", "cc-by-4.0")]
 UNSAFE_CHANGES = [("prompt.human_fraction", 0.5), ("seed", 1), ("prompt.schedule", [1.0, 0.5]),
                   ("novelty.threshold", 0.6), ("model.name", "other"), ("generation.temperature", 1.0),
                   ("instances.max_new_tokens", 64), ("filters.instruction", ["length"]), ("style", "alpaca")]
@@ -380,6 +380,14 @@ def test_fingerprint_changes_with_decision_keys(key, value):
     cfg = _changed(key, value)
     assert C.flatten(cfg.to_dict())[key] == value
     assert cfg.fingerprint() != C.Config().fingerprint()
+
+
+def test_a_saved_config_without_seed_license_still_resumes():
+    """seed_license came later: a run saved before it lacks the key, and that must not block its resume."""
+    saved = C.dump(C.Config()).replace("seed_license: ''\n", "")
+    assert "seed_license" not in saved
+    assert C.missing_keys(saved) == []
+    assert C.load_text(saved, "x").fingerprint() == C.Config().fingerprint()
 
 
 def test_diff_splits_safe_and_unsafe_keys():

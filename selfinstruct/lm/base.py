@@ -51,6 +51,25 @@ class LM(Protocol):
         ...
 
 
+def decode_whole_chars(tokenizer, ids: list[int]) -> str:
+    """Decode token ids, leaving out trailing tokens that hold only the first bytes of a character.
+
+    A byte-level tokenizer spends 2-3 tokens on one CJK character; a completion cut by max_new_tokens (or
+    a stop) can end between them, and decoding would give U+FFFD. As transformers' TextStreamer does, a
+    trailing U+FFFD means "character not finished": at most 3 tokens (a UTF-8 character is <= 4 bytes)
+    are dropped. If the text still ends in U+FFFD the tokens themselves were invalid; it is kept, and the
+    broken_characters filter drops it.
+    """
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    for drop in range(1, min(3, len(ids)) + 1):
+        if not text.endswith("\ufffd"):
+            break
+        shorter = tokenizer.decode(ids[:len(ids) - drop], skip_special_tokens=True)
+        if not shorter.endswith("\ufffd"):
+            return shorter
+    return text
+
+
 def apply_stop(text: str, stop: tuple[str, ...]) -> str:
     """Cut `text` at the earliest stop string (stop strings are excluded)."""
     cut = len(text)

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from selfinstruct.errors import ModelError
-from selfinstruct.lm.base import Completion, GenerationParams, apply_stop
+from selfinstruct.lm.base import Completion, GenerationParams, apply_stop, decode_whole_chars
 from selfinstruct.store import fsync_dir
 
 log = logging.getLogger("selfinstruct")
@@ -477,7 +477,7 @@ class HFBackend:
         completions = []
         for i, r in enumerate(rows):
             end, reason, keep = stopper.finished[i] or (len(new[i]), "length", len(new[i]))
-            text = apply_stop(tok.decode(new[i][:keep], skip_special_tokens=True), params.stop)
+            text = apply_stop(decode_whole_chars(tok, new[i][:keep]), params.stop)
             completions.append(Completion(text=text, prompt_tokens=len(r), completion_tokens=end,
                                           meta={"finish_reason": reason}))
         return completions
