@@ -420,8 +420,7 @@ class HFBackend:
 
         rules = RowRules(self.tokenizer, params, self.eos_ids, self._stop_ids(params.stop))
         ends = self.batcher.run(ids, order, rules, seed, self.batch_size)
-        return [Completion(text=apply_stop(self.tokenizer.decode(e.tokens[:e.keep], skip_special_tokens=True),
-                                           params.stop),
+        return [Completion(text=apply_stop(decode_whole_chars(self.tokenizer, e.tokens[:e.keep]), params.stop),
                            prompt_tokens=len(r), completion_tokens=e.generated, meta={"finish_reason": e.reason})
                 for r, e in zip(ids, ends)]
 
