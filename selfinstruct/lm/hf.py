@@ -384,7 +384,7 @@ class HFBackend:
         return ids
 
     def generate(self, prompts: list[str], params: GenerationParams, seed: int) -> list[Completion]:
-        """One completion per prompt, in order; same prompts + seed + batch_size -> same texts."""
+        """One completion per prompt, in order; same prompts + seed -> same texts (batch_size: rounding only)."""
         import torch
 
         if not prompts:
