@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Small, but long enough to cross rounds: 8 rounds x 2 batches; loose filters so tasks are both accepted
 # (short random text) and rejected (too_long), so every append point is reached.
 JOB = ["max_rounds=8", "target=1000", "prompts_per_round=4", "prompts_per_batch=2", "generation.max_new_tokens=24",
-       "instances.max_new_tokens=12", "answers.max_new_tokens=12", "generation.temperature=1.0",
+       "instances.max_new_tokens=12", "answers.max_new_tokens=12", "generation.temperature=3.0",
        "generation.top_p=1.0", "filters.instruction=[length]", "filters.instance=[empty_output]",
        "filters.min_words=1", "filters.max_words=5", "stall.rounds_without_accept=10"]
 COMPARED = ("tasks.jsonl", "rejected.jsonl")

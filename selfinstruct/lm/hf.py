@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import inspect
 import json
 import logging
 import os
@@ -272,8 +273,8 @@ class HFBackend:
     """A causal LM run in this process with transformers; implements selfinstruct.lm.base.LM."""
 
     def __init__(self, name: str, *, device: str = "auto", dtype: str = "auto",
-                 batch_size: int = 8, chat_template: bool = False, cache_dir: str | None = None,
-                 trust_remote_code: bool = False, allow_pickle: bool = False):
+                 batch_size: int = 16, chat_template: bool = False, cache_dir: str | None = None,
+                 trust_remote_code: bool = False, allow_pickle: bool = False, continuous: bool = True):
         if batch_size < 1:
             raise ModelError(f"batch_size must be at least 1, got {batch_size}")
         import torch
@@ -284,7 +285,7 @@ class HFBackend:
 
         self.device = resolve_device(device)  # what was chosen, after "auto"
         self.dtype = resolve_dtype(dtype, self.device)
-        self.batch_size = batch_size  # prompts per forward pass
+        self.batch_size = batch_size  # rows per forward pass: slots of the continuous batch
         self.chat_template = chat_template  # wrap each prompt as one user message
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
         source, self.name = resolve_model(name, self.cache_dir)
@@ -327,12 +328,22 @@ class HFBackend:
         self.model.generation_config = GenerationConfig(
             bos_token_id=gen.bos_token_id, eos_token_id=sorted(self.eos_ids) or None, pad_token_id=tok.pad_token_id)
         self.max_positions = getattr(self.model.config, "max_position_embeddings", None)
+        from selfinstruct.lm.batching import SlotBatcher
+
+        self._keep_logits = "logits_to_keep" in inspect.signature(self.model.forward).parameters
+
+        # Continuous batching where the cache allows it (plain full attention); else static batches.
+        self.batching = "continuous" if continuous and SlotBatcher.supports(self.model) else "static"
+        self.batcher = SlotBatcher(self.model, tok.pad_token_id, self.device) if self.batching == "continuous" else None
+        if continuous and self.batcher is None:
+            log.info("%s: cache layers other than full attention; generating in static batches", self.name)
 
     def environment(self) -> dict:
         """What decides this backend's numerics: resolved device and dtype, batch size, versions, revision."""
         import torch
 
-        return {"device": self.device, "dtype": self.dtype, "batch_size": self.batch_size, "model": self.name,
+        return {"device": self.device, "dtype": self.dtype, "batch_size": self.batch_size, "batching": self.batching,
+                "model": self.name,
                 "revision": self.revision, "torch": torch.__version__, "transformers": _version("transformers")}
 
     @staticmethod
@@ -373,7 +384,7 @@ class HFBackend:
         return ids
 
     def generate(self, prompts: list[str], params: GenerationParams, seed: int) -> list[Completion]:
-        """One completion per prompt, in order; same prompts + seed + batch_size -> same texts."""
+        """One completion per prompt, in order; same prompts + seed -> same texts (batch_size: rounding only)."""
         import torch
 
         if not prompts:
@@ -384,16 +395,34 @@ class HFBackend:
             log.warning("prompt of %d tokens + %d new tokens exceeds the model's %d positions",
                         longest, params.max_new_tokens, self.max_positions)
 
-        torch.manual_seed(seed)  # seeds CPU and every CUDA device
-        # Similar lengths share a batch, so less padding; the order is fixed, so results stay reproducible.
+        # Similar lengths are admitted together, so less padding; the order is fixed, so results stay reproducible.
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        out: list[Completion | None] = [None] * len(ids)
         with torch.inference_mode():
+            if self.batcher is not None:
+                return self._generate_continuous(ids, order, params, seed)
+            torch.manual_seed(seed)  # seeds CPU and every CUDA device
+            out: list[Completion | None] = [None] * len(ids)
             for start in range(0, len(order), self.batch_size):
                 chunk = order[start:start + self.batch_size]
                 for i, completion in zip(chunk, self._generate_batch([ids[i] for i in chunk], params)):
                     out[i] = completion
         return out  # type: ignore[return-value]
+
+    def _stop_ids(self, stop: tuple[str, ...]) -> set[int]:
+        """A stop string that is a whole special token (e.g. "<|im_start|>") stops like EOS: decoded text skips it."""
+        tok = self.tokenizer
+        specials = set(getattr(tok, "all_special_tokens", []))
+        return {tok.convert_tokens_to_ids(s) for s in stop if s in specials}
+
+    def _generate_continuous(self, ids: list[list[int]], order: list[int], params: GenerationParams,
+                             seed: int) -> list[Completion]:
+        from selfinstruct.lm.batching import RowRules
+
+        rules = RowRules(self.tokenizer, params, self.eos_ids, self._stop_ids(params.stop))
+        ends = self.batcher.run(ids, order, rules, seed, self.batch_size)
+        return [Completion(text=apply_stop(decode_whole_chars(self.tokenizer, e.tokens[:e.keep]), params.stop),
+                           prompt_tokens=len(r), completion_tokens=e.generated, meta={"finish_reason": e.reason})
+                for r, e in zip(ids, ends)]
 
     def score(self, prompts: list[str], continuations: list[str], chat: bool = False) -> list[float]:
         """Summed natural-log probability of each continuation's tokens right after its prompt."""
@@ -413,16 +442,20 @@ class HFBackend:
                 input_ids, mask = _left_pad(batch, self.tokenizer.pad_token_id)
                 # Left padding: positions must count real tokens only, as generate() does.
                 positions = (mask.cumsum(-1) - 1).clamp(min=0)
-                logits = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
-                                    position_ids=positions.to(self.device)).logits.float()
-                logp = torch.log_softmax(logits[:, :-1], dim=-1)  # logp[:, j] predicts token j + 1
                 width = input_ids.shape[1]
+                # Left padding right-aligns every continuation, so the last `keep` positions' logits hold
+                # them all: the vocabulary projection and log-softmax skip the prompt (most of the row).
+                keep = min(width, max(len(tails[i]) for i in chunk) + 1) if self._keep_logits else width
+                extra = {"logits_to_keep": keep} if self._keep_logits else {}
+                logits = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
+                                    position_ids=positions.to(self.device), **extra).logits[:, -keep:].float()
+                logp = torch.log_softmax(logits[:, :-1], dim=-1)  # logp[:, j] predicts token width - keep + j + 1
                 for row, i in enumerate(chunk):
                     n = len(tails[i])
                     if n == 0:
                         continue
                     targets = input_ids[row, width - n:].to(logp.device)
-                    picked = logp[row, width - n - 1:width - 1].gather(-1, targets[:, None])
+                    picked = logp[row, keep - n - 1:keep - 1].gather(-1, targets[:, None])
                     out[i] = float(picked.sum())
         return out
 
@@ -430,10 +463,7 @@ class HFBackend:
         tok = self.tokenizer
         input_ids, mask = _left_pad(rows, tok.pad_token_id)
         width = input_ids.shape[1]
-        # A stop string that is a whole special token (e.g. "<|im_start|>") stops like EOS: decoded text skips it.
-        specials = set(getattr(tok, "all_special_tokens", []))
-        stop_ids = {tok.convert_tokens_to_ids(s) for s in params.stop if s in specials}
-        stopper = _make_stopper(tok, width, len(rows), self.eos_ids, stop_ids, params.stop)
+        stopper = _make_stopper(tok, width, len(rows), self.eos_ids, self._stop_ids(params.stop), params.stop)
         sampling = {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p, "top_k": 0} \
             if params.temperature > 0 else {"do_sample": False}
         generated = self.model.generate(

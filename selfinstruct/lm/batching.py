@@ -1,0 +1,257 @@
+"""Continuous batching over a DynamicCache: a finished row leaves the batch and its slot takes the next prompt.
+
+A static batch runs until its longest row ends, so on the pipeline's prompts (rows end at about half
+of max_new_tokens) half of the model's work was padding. Here every step feeds only live rows; when
+rows finish, their cache rows are dropped and waiting prompts are prefilled and merged in.
+
+Each prompt samples from its own generator seeded from (seed, prompt index), so which rows share
+its batch (slots, queue order) changes a row's samples only through floating-point rounding.
+transformers' own continuous batching (generate_batch) was not used: in 5.24 it samples with the
+global RNG across the batch (no per-request seed), has no stop strings and drops custom logits
+processors, and on CPU it took 15 s for four 12-token rows of a tiny model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from collections import deque
+from dataclasses import dataclass, field
+
+from selfinstruct.lm.base import GenerationParams
+
+STOP_WINDOW_SLACK = 16  # tokens decoded beyond the longest stop string's length (every token is >= 1 char)
+
+
+def row_seed(seed: int, index: int) -> int:
+    """The seed of prompt `index`'s own generator: stable across runs, processes and PYTHONHASHSEED."""
+    digest = hashlib.sha256(f"{seed}:row:{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+@dataclass
+class Finished:
+    """How one row ended: every new token, how many count as generated, how many to decode, and why."""
+
+    tokens: list[int]
+    generated: int
+    keep: int
+    reason: str  # "eos" | "stop" | "length"
+
+
+@dataclass
+class _Row:
+    index: int
+    prompt: list[int]
+    generator: object  # torch.Generator on the CPU: the same uniforms on every device
+    tokens: list[int] = field(default_factory=list)
+
+
+class RowRules:
+    """Per-row logits processing, sampling and stopping, identical whatever the batch holds."""
+
+    def __init__(self, tokenizer, params: GenerationParams, eos_ids: set[int], stop_ids: set[int]):
+        self.tokenizer, self.params = tokenizer, params
+        self.eos_ids, self.stop_ids = eos_ids, stop_ids - eos_ids
+        self.stop = tuple(s for s in params.stop if s)
+        self.window = max((len(s) for s in self.stop), default=0) + STOP_WINDOW_SLACK
+        self._top_p = None
+        if params.temperature > 0 and params.top_p < 1.0:
+            from transformers.generation.logits_process import TopPLogitsWarper
+
+            self._top_p = TopPLogitsWarper(params.top_p)
+
+    def pick(self, logits, rows: list[_Row]) -> list[int]:
+        """Next token per row from float32 logits [rows, vocab]."""
+        import torch
+
+        p = self.params
+        if p.repetition_penalty != 1.0:  # as transformers' RepetitionPenaltyLogitsProcessor, completion only
+            seen = torch.zeros_like(logits, dtype=torch.bool)
+            r_idx = [i for i, row in enumerate(rows) for _ in row.tokens]
+            t_idx = [t for row in rows for t in row.tokens]
+            if t_idx:
+                seen[r_idx, t_idx] = True
+                penalised = torch.where(logits < 0, logits * p.repetition_penalty, logits / p.repetition_penalty)
+                logits = torch.where(seen, penalised, logits)
+        if p.no_repeat_ngram_size > 0:
+            r_idx, t_idx = [], []
+            for i, row in enumerate(rows):
+                banned = _banned_ngram_tokens(row.tokens, p.no_repeat_ngram_size)
+                r_idx += [i] * len(banned)
+                t_idx += banned
+            if t_idx:
+                logits = logits.clone()
+                logits[r_idx, t_idx] = float("-inf")
+        if p.temperature <= 0:
+            return logits.argmax(-1).tolist()
+        logits = logits / p.temperature
+        if self._top_p is not None:
+            logits = self._top_p(None, logits)
+        probs = torch.softmax(logits.double(), dim=-1)
+        cdf = probs.cumsum(-1)
+        # One uniform per row from the row's own generator: inverse-CDF sampling, so a row's draw never
+        # depends on which rows share the batch. side="right" never lands on a zero-probability token.
+        u = torch.cat([torch.rand(1, generator=row.generator, dtype=torch.float64) for row in rows])
+        target = (u.to(cdf.device) * cdf[:, -1])[:, None]
+        picked = torch.searchsorted(cdf, target, side="right").clamp(max=cdf.shape[-1] - 1)
+        return picked[:, 0].tolist()
+
+    def finished(self, row: _Row) -> Finished | None:
+        """Whether the row's last token ended it (EOS, a stop token or string, or the token limit)."""
+        n, last = len(row.tokens), row.tokens[-1]
+        if last in self.eos_ids:  # counted as generated, not decoded
+            return Finished(row.tokens, n, n - 1, "eos")
+        if last in self.stop_ids:
+            return Finished(row.tokens, n, n - 1, "stop")
+        if self.stop:
+            text = self.tokenizer.decode(row.tokens[-self.window:], skip_special_tokens=True)
+            if any(s in text for s in self.stop):
+                return Finished(row.tokens, n, n, "stop")  # apply_stop cuts the text
+        if n >= self.params.max_new_tokens:
+            return Finished(row.tokens, n, n, "length")
+        return None
+
+
+def _banned_ngram_tokens(tokens: list[int], n: int) -> list[int]:
+    """Tokens that would repeat an n-gram of `tokens` (as transformers' NoRepeatNGramLogitsProcessor)."""
+    if len(tokens) + 1 < n:
+        return []
+    if n == 1:
+        return sorted(set(tokens))
+    prefix = tokens[len(tokens) - n + 1:]
+    return sorted({tokens[j + n - 1] for j in range(len(tokens) - n + 1) if tokens[j:j + n - 1] == prefix})
+
+
+class SlotBatcher:
+    """Generates every prompt through `slots` concurrent rows of one KV cache, refilling freed slots."""
+
+    def __init__(self, model, pad_id: int, device: str):
+        self.model, self.pad_id, self.device = model, pad_id, device
+        params = inspect.signature(model.forward).parameters
+        self._keep = {"logits_to_keep": 1} if "logits_to_keep" in params else {}  # last position's logits only
+        # transformers 5.24 renamed past_key_values to cache (the old name warns); the cache is updated in place
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self.steps = 0  # decode forward passes, for tests and benchmarks
+        self.prefills = 0
+        self.max_rows = 0  # the widest batch a step saw
+        self.row_steps = 0  # rows fed, summed over decode steps: no finished or padding row is ever fed
+
+    @staticmethod
+    def supports(model) -> bool:
+        """Only plain full-attention layers: their cache rows can be dropped, left-padded and concatenated."""
+        from transformers import DynamicCache
+        from transformers.cache_utils import DynamicLayer
+
+        try:
+            cache = DynamicCache(config=model.config)
+        except Exception:  # a model type whose cache DynamicCache cannot describe
+            return False
+        return bool(cache.layers) and all(type(layer) is DynamicLayer for layer in cache.layers)
+
+    def run(self, prompts: list[list[int]], order: list[int], rules: RowRules, seed: int,
+            slots: int) -> list[Finished]:
+        """Every prompt's completion, admitted in `order`, at most `slots` rows per forward pass."""
+        import torch
+
+        queue = deque(order)
+        done: dict[int, Finished] = {}
+        rows: list[_Row] = []  # live rows, in cache order
+        cache = mask = None
+        while queue or rows:
+            if queue and len(rows) < slots:
+                new = [queue.popleft() for _ in range(min(slots - len(rows), len(queue)))]
+                fresh, fresh_mask, fresh_rows = self._prefill(prompts, new, rules, seed, done)
+                if fresh_rows:
+                    cache, mask = self._merge(cache, mask, fresh, fresh_mask)
+                    rows += fresh_rows
+                if not rows:
+                    continue
+            self.max_rows = max(self.max_rows, len(rows))
+            self.row_steps += len(rows)
+            feed = torch.tensor([[r.tokens[-1]] for r in rows], dtype=torch.long, device=self.device)
+            positions = mask.sum(-1, keepdim=True)  # real tokens before the fed one, whatever the padding
+            mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=-1)
+            out = self.model(input_ids=feed, attention_mask=mask, position_ids=positions, use_cache=True,
+                             **{self._cache_kw: cache}, **self._keep)
+            self.steps += 1
+            for row, token in zip(rows, rules.pick(out.logits[:, -1].float(), rows)):
+                row.tokens.append(token)
+            keep = []
+            for i, row in enumerate(rows):
+                end = rules.finished(row)
+                if end is None:
+                    keep.append(i)
+                else:
+                    done[row.index] = end
+            if len(keep) < len(rows):
+                rows = [rows[i] for i in keep]
+                cache, mask = self._evict(cache, mask, keep)
+        return [done[i] for i in range(len(prompts))]
+
+    def _prefill(self, prompts, new: list[int], rules: RowRules, seed: int, done: dict):
+        """Prompts `new` through one forward pass; rows that end on their first token go straight to `done`."""
+        import torch
+        from transformers import DynamicCache
+
+        width = max(len(prompts[i]) for i in new)
+        ids = torch.full((len(new), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(new), width), dtype=torch.long)
+        for j, i in enumerate(new):
+            ids[j, width - len(prompts[i]):] = torch.tensor(prompts[i], dtype=torch.long)
+            mask[j, width - len(prompts[i]):] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=self.model.config)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                         **{self._cache_kw: cache}, **self._keep)
+        self.prefills += 1
+        rows = []
+        for i in new:
+            g = torch.Generator()
+            g.manual_seed(row_seed(seed, i))
+            rows.append(_Row(i, prompts[i], g))
+        for row, token in zip(rows, rules.pick(out.logits[:, -1].float(), rows)):
+            row.tokens.append(token)
+        keep = []
+        for j, row in enumerate(rows):
+            end = rules.finished(row)
+            if end is None:
+                keep.append(j)
+            else:
+                done[row.index] = end
+        if len(keep) < len(rows):
+            cache, mask = self._evict(cache, mask, keep)
+        return cache, mask, [rows[j] for j in keep]
+
+    def _evict(self, cache, mask, keep: list[int]):
+        """Keep only rows `keep`, then drop the leading columns that are padding in every row left."""
+        import torch
+
+        if not keep:
+            return None, None
+        idx = torch.tensor(keep, dtype=torch.long, device=mask.device)
+        mask = mask[idx]
+        first = int(mask.any(0).nonzero()[0])
+        for layer in cache.layers:
+            layer.keys = layer.keys[idx, :, first:]
+            layer.values = layer.values[idx, :, first:]
+        return cache, mask[:, first:]
+
+    def _merge(self, cache, mask, fresh, fresh_mask):
+        """Append fresh rows to the live cache, left-padding whichever side is shorter."""
+        import torch
+        import torch.nn.functional as F
+
+        if cache is None:
+            return fresh, fresh_mask
+        old_w, new_w = mask.shape[1], fresh_mask.shape[1]
+        width = max(old_w, new_w)
+        for layer, add in zip(cache.layers, fresh.layers):
+            # [batch, heads, seq, dim]: pad the seq axis on the left with zeros (masked out, never attended)
+            layer.keys = torch.cat([F.pad(layer.keys, (0, 0, width - old_w, 0)),
+                                    F.pad(add.keys, (0, 0, width - new_w, 0))], dim=0)
+            layer.values = torch.cat([F.pad(layer.values, (0, 0, width - old_w, 0)),
+                                      F.pad(add.values, (0, 0, width - new_w, 0))], dim=0)
+        mask = torch.cat([F.pad(mask, (width - old_w, 0)), F.pad(fresh_mask, (width - new_w, 0))], dim=0)
+        return cache, mask
