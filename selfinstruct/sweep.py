@@ -41,16 +41,14 @@ def parse_args(args: list[str]) -> tuple[list[tuple[str, list[str]]], list[str]]
     axes: list[tuple[str, list[str]]] = []
     plain: list[str] = []
     scalar = _scalar_keys()
-    seen: set[str] = set()
-    for item in args:
-        key, _ = C.parse_override(item)  # "must look like key=value" for a malformed one
+    keys = [C.parse_override(item)[0] for item in args]  # "must look like key=value" for a malformed one
+    for item, key in zip(args, keys):
         raw = item.partition("=")[2].strip()
-        if key in seen:
-            raise ConfigError(f"{key}: given twice on the command line")
-        seen.add(key)
         if "," not in raw or raw.startswith(("[", "{", '"', "'")):  # a YAML list or quoted text: one value
-            plain.append(item)
+            plain.append(item)  # as in `run`, a plain key given twice takes the last value
             continue
+        if keys.count(key) > 1:
+            raise ConfigError(f"{key}: swept and also given again on the command line; give it once")
         if key in NOT_SWEEPABLE:
             raise ConfigError(f"{key}: cannot be swept: {NOT_SWEEPABLE[key]}")
         if key not in scalar:
