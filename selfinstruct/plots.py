@@ -91,12 +91,18 @@ def rouge(to_seeds: list[float] | None, to_pool: list[float], threshold: float, 
 def lengths(lens: dict[str, list[int]], unit: str) -> bytes:
     """Histograms of instruction, input and output lengths in the language's unit."""
     plt = pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.2))
     for ax, (name, values) in zip(axes, lens.items()):
         if not values:
             _empty(ax)
         else:
-            ax.hist(values, bins=min(30, max(1, len(set(values)))), color="#7a5ca5", edgecolor="white")
+            lo, hi = min(values), max(values)
+            # one bar per length when the range is short, else 30 bins; integer ticks either way
+            bins = [x - 0.5 for x in range(lo, hi + 2)] if hi - lo < 30 else 30
+            ax.hist(values, bins=bins, color="#7a5ca5", edgecolor="white")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_xlabel(f"{unit}s")
         ax.set_title(f"{name} length" + (" (per instance)" if name != "instruction" else ""), fontsize=10)
     axes[0].set_ylabel("count")
@@ -116,6 +122,7 @@ def mix(rounds: list[dict], configured: dict[int, float]) -> bytes:
     cx = sorted(configured)
     a1.plot(cx, [configured[x] for x in cx], "s--", color="#999", label="configured human_fraction")
     a1.set_ylim(-0.05, 1.05)
+    a1.set_xticks(sorted(set(xs) | set(cx)))
     a1.set_xlabel("round")
     a1.set_ylabel("human share of prompt examples")
     a1.set_title("human-to-model spectrum", fontsize=10)
