@@ -89,7 +89,7 @@ def rouge(to_seeds: list[float] | None, to_pool: list[float], threshold: float, 
 
 
 def lengths(lens: dict[str, list[int]], unit: str) -> bytes:
-    """Histograms of instruction, input and output lengths in the language's unit."""
+    """Histograms of instruction, input and output lengths; `unit` labels the axis ("words", "characters")."""
     plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
@@ -103,7 +103,7 @@ def lengths(lens: dict[str, list[int]], unit: str) -> bytes:
             bins = [x - 0.5 for x in range(lo, hi + 2)] if hi - lo < 30 else 30
             ax.hist(values, bins=bins, color="#7a5ca5", edgecolor="white")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.set_xlabel(f"{unit}s")
+            ax.set_xlabel(unit)
         ax.set_title(f"{name} length" + (" (per instance)" if name != "instruction" else ""), fontsize=10)
     axes[0].set_ylabel("count")
     return _png(fig)

@@ -20,6 +20,7 @@ from selfinstruct.store import write_atomic
 
 SAMPLE_ACCEPTED = 15
 SAMPLE_PER_REASON, SAMPLE_REJECTED = 3, 40
+UNIT_NAMES = {"word": "words", "char": "characters"}  # language.UNITS, as a label
 TEXT_LIMIT = 600  # characters of a field shown in a sample (the rest is in tasks.jsonl)
 
 CSS = """
@@ -175,8 +176,9 @@ def _write(data: S.RunData, out: Path) -> Path:
                  f'accepted (seeds, earlier tasks and earlier candidates of its batch). '
                  f'{_e("; ".join(m for m in means if m))}</p>')
 
-    parts.append(f"<h2>Lengths ({_e(lang.unit)}s)</h2>")
-    parts.append(_figure("lengths", plots.lengths(lens, lang.unit), "length histograms", out, written))
+    unit = UNIT_NAMES.get(lang.unit, lang.unit)
+    parts.append(f"<h2>Lengths ({_e(unit)})</h2>")
+    parts.append(_figure("lengths", plots.lengths(lens, unit), "length histograms", out, written))
     stat = [[k, len(v), f"{sum(v) / len(v):.1f}" if v else "", min(v) if v else "", max(v) if v else ""]
             for k, v in lens.items()]
     parts.append(_table(["field", "count", "mean", "min", "max"], stat, numeric={1, 2, 3, 4}))
