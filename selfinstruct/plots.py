@@ -158,7 +158,7 @@ def verbs(verb_counts: Counter, pairs: Counter, top: int = 20) -> bytes:
     return _png(fig)
 
 
-def sweep(labels: list[str], rows: list[dict], columns: list[tuple[str, str]]) -> bytes:
+def sweep(labels: list[str], axis: str, rows: list[dict], columns: list[tuple[str, str]]) -> bytes:
     """One small bar chart per metric, one bar per sweep run."""
     plt = pyplot()
     cols = 4
@@ -168,7 +168,8 @@ def sweep(labels: list[str], rows: list[dict], columns: list[tuple[str, str]]) -
     for ax, (key, title) in zip(axes.flat, columns):
         vals = [r.get(key) for r in rows]
         ax.bar(range(len(rows)), [v if v is not None else 0 for v in vals], color="#4a6fa5")
-        ax.set_xticks(range(len(rows)), labels, rotation=30, ha="right", fontsize=7)
+        ax.set_xticks(range(len(rows)), labels, fontsize=7)
+        ax.set_xlabel(axis, fontsize=7)
         ax.set_title(title, fontsize=9)
         ax.tick_params(axis="y", labelsize=7)
     for ax in list(axes.flat)[n:]:

@@ -103,7 +103,7 @@ def _rejected_sample(rejected: list[dict]) -> str:
                 break
             detail = ""
             if row.get("nearest_text"):
-                detail = f"nearest ({row.get('score', 0):.2f}): {row['nearest_text']}"
+                detail = f"nearest ({row.get('score') or 0:.2f}): {row['nearest_text']}"
             elif row.get("instances"):
                 inst = row["instances"][0]
                 detail = f"input: {inst.get('input', '')}\noutput: {inst.get('output', '')}"
@@ -173,7 +173,8 @@ def _write(data: S.RunData, out: Path) -> Path:
              f"mean against the pool {row['rouge_pool']:.3f}" if row["rouge_pool"] is not None else ""]
     parts.append(f'<p class="note">Against the seeds: computed now, exactly, with the novelty index '
                  f'(tokenizer {_e(cfg.novelty.tokenizer)}). Against the pool: the score recorded when the task was '
-                 f'accepted (seeds, earlier tasks and earlier candidates of its batch). '
+                 f'accepted (seeds, earlier tasks, and earlier candidates of its batch that had passed the instruction '
+                 f'filters, even if their instances were dropped later). '
                  f'{_e("; ".join(m for m in means if m))}</p>')
 
     unit = UNIT_NAMES.get(lang.unit, lang.unit)

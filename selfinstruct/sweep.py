@@ -26,7 +26,7 @@ MANIFEST = "sweep.json"
 TABLE_MD, TABLE_CSV, PLOT = "summary.md", "summary.csv", "summary.png"
 NOT_SWEEPABLE = {"output_dir": "each run of a sweep has its own run directory under the sweep directory (--out)"}
 # the plot shows these (the table shows every column)
-PLOT_COLUMNS = ("acceptance", "rouge_seeds", "rouge_pool", "distinct_1", "distinct_2", "depth", "len_instruction",
+PLOT_COLUMNS = ("acceptance", "human_share", "rouge_seeds", "rouge_pool", "distinct_1", "distinct_2", "depth", "len_instruction",
                 "len_output", "classification", "empty_input", "tokens_per_task", "audit_all")
 
 
@@ -191,10 +191,11 @@ def write_tables(root: Path, runs: list[dict], plot: bool = False) -> None:
     w.writerows(rows)
     write_atomic(root / TABLE_CSV, buf.getvalue())
     if plot and rows:
-        labels = [",".join(v for _, v in r["combo"]) for r in runs if RunStore.exists(r["dir"])]
+        labels = ["\n".join(v for _, v in r["combo"]) for r in runs if RunStore.exists(r["dir"])]
+        axis = " / ".join(k for k, _ in runs[0]["combo"])  # the values under each bar, top to bottom
         headers = dict((k, h) for k, h, _ in S.SUMMARY_COLUMNS)
         cols = [(k, headers[k]) for k in PLOT_COLUMNS if any(s[k] is not None for s in summaries)]
-        png = plots.sweep(labels, summaries, cols)
+        png = plots.sweep(labels, axis, summaries, cols)
         tmp = root / (PLOT + ".tmp")
         tmp.write_bytes(png)
         tmp.replace(root / PLOT)
