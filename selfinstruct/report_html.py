@@ -24,9 +24,11 @@ UNIT_NAMES = {"word": "words", "char": "characters"}  # language.UNITS, as a lab
 TEXT_LIMIT = 600  # characters of a field shown in a sample (the rest is in tasks.jsonl)
 
 CSS = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em auto;max-width:1100px;color:#222;
+ padding:0 1em}
 h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd;padding-bottom:.2em}
-table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ddd;padding:.25em .5em;vertical-align:top;text-align:left}
+table{border-collapse:collapse;margin:.5em 0}
+td,th{border:1px solid #ddd;padding:.25em .5em;vertical-align:top;text-align:left}
 th{background:#f4f4f4}td.n{text-align:right;font-variant-numeric:tabular-nums}
 img{max-width:100%;height:auto;display:block;margin:.5em 0}
 pre{white-space:pre-wrap;word-break:break-word;margin:0;font:12px/1.35 ui-monospace,Menlo,Consolas,monospace}
@@ -114,7 +116,8 @@ def _rejected_sample(rejected: list[dict]) -> str:
 
 def _audit_section(answers: dict[str, dict]) -> str:
     if not answers:
-        return '<p class="note">No audit yet: <code>selfinstruct audit RUN_DIR --sample 50</code> grades tasks by hand.</p>'
+        return ('<p class="note">No audit yet: <code>selfinstruct audit RUN_DIR --sample 50</code> grades tasks '
+                'by hand.</p>')
     lines = A.rate_lines(answers)
     return f"<p>{len(answers)} tasks graded by hand.</p><pre>" + _e("\n".join(lines)) + "</pre>"
 
@@ -150,8 +153,10 @@ def _write(data: S.RunData, out: Path) -> Path:
     state = f"finished: {p['stop_reason']}" if p.get("stop_reason") else (
         f"not finished (next: round {p['cursor']['round']} batch {p['cursor']['batch']})")
     env = p.get("environment") or {}
-    kv = [("run", data.root.resolve()), ("state", state), ("model", f"{cfg.model.name} ({cfg.model.backend})"
-                                                                      + (f", {env['revision']}" if env.get("revision") else "")),
+    model = f"{cfg.model.name} ({cfg.model.backend}"
+    model += f", {env['device']} {env['dtype']}" if env.get("device") else ""
+    model += f"; revision {env['revision']})" if env.get("revision") else ")"
+    kv = [("run", data.root.resolve()), ("state", state), ("model", model),
           ("style / language", f"{cfg.style} / {cfg.language}"),
           ("mix", f"human_fraction {cfg.prompt.human_fraction:g} of {cfg.prompt.num_examples} examples"
                   + (f", schedule {cfg.prompt.schedule}" if cfg.prompt.schedule else "")),
@@ -216,7 +221,8 @@ def _write(data: S.RunData, out: Path) -> Path:
 
     parts.append(f"<h2>Sample of accepted tasks ({min(SAMPLE_ACCEPTED, n)} of {n})</h2>")
     parts.append(_accepted_sample(tasks) if tasks else '<p class="note">No accepted tasks.</p>')
-    parts.append(f"<h2>Sample of rejected candidates (up to {SAMPLE_PER_REASON} per reason, of {len(data.rejected)})</h2>")
+    parts.append(f"<h2>Sample of rejected candidates (up to {SAMPLE_PER_REASON} per reason, "
+                 f"of {len(data.rejected)})</h2>")
     parts.append(_rejected_sample(data.rejected) if data.rejected else '<p class="note">No rejected candidates.</p>')
     parts.append("<h2>Hand audit</h2>")
     parts.append(_audit_section(data.audit))

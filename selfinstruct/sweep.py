@@ -26,8 +26,8 @@ MANIFEST = "sweep.json"
 TABLE_MD, TABLE_CSV, PLOT = "summary.md", "summary.csv", "summary.png"
 NOT_SWEEPABLE = {"output_dir": "each run of a sweep has its own run directory under the sweep directory (--out)"}
 # the plot shows these (the table shows every column)
-PLOT_COLUMNS = ("acceptance", "human_share", "rouge_seeds", "rouge_pool", "distinct_1", "distinct_2", "depth", "len_instruction",
-                "len_output", "classification", "empty_input", "tokens_per_task", "audit_all")
+PLOT_COLUMNS = ("acceptance", "human_share", "rouge_seeds", "rouge_pool", "distinct_1", "distinct_2", "depth",
+                "len_instruction", "len_output", "classification", "empty_input", "tokens_per_task", "audit_all")
 
 
 def _scalar_keys() -> dict[str, object]:
