@@ -95,6 +95,10 @@ def plan(config: str, args: list[str], out: str | None = None) -> tuple[Path, li
             problems.append(f"{name}: {e}")
             continue
         runs.append({"name": name, "combo": combo, "cfg": cfg, "dir": run_dir})
+    names = [r["name"] for r in runs]
+    clash = sorted({n for n in names if names.count(n) > 1})
+    if clash:  # values that differ only in characters a file name cannot hold
+        raise ConfigError(f"sweep: two combinations would share the run directory {clash[0]}; use other values")
     if problems:
         raise ConfigError(f"sweep: {len(problems)} of {len(problems) + len(runs)} runs cannot start; nothing ran:\n  "
                           + "\n  ".join(problems))

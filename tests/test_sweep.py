@@ -64,6 +64,7 @@ def test_two_by_two_sweep(tmp_path, capsys):
     (["prompt.human_fraction=0,0"], "value 0 given twice"),
     (["seed=0,1", "seed=2"], "seed: swept and also given again"),
     (["target=5"], "nothing to sweep"),
+    (["model.name=a/b,a_b"], "would share the run directory"),
     (["prompt.human_fraction"], "must look like key=value"),
 ])
 def test_malformed_sweep_is_one_line_and_runs_nothing(tmp_path, capsys, args, message):
