@@ -32,7 +32,7 @@ td,th{border:1px solid #ddd;padding:.25em .5em;vertical-align:top;text-align:lef
 th{background:#f4f4f4}td.n{text-align:right;font-variant-numeric:tabular-nums}
 img{max-width:100%;height:auto;display:block;margin:.5em 0}
 pre{white-space:pre-wrap;word-break:break-word;margin:0;font:12px/1.35 ui-monospace,Menlo,Consolas,monospace}
-.note{color:#666;font-size:.92em}.kv td:first-child{color:#555}
+.note{color:#666;font-size:.92em}.kv td:first-child{color:#555}td code{white-space:nowrap}
 """
 
 
