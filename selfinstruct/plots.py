@@ -55,9 +55,10 @@ def funnel(rows: list[dict]) -> bytes:
     ax.bar(xs, [r["accepted"] for r in rows], color=ACCEPTED, label="accepted")
     bottom = [r["accepted"] for r in rows]
     cmap = plt.get_cmap("tab20")
+    colors = [cmap(i) for i in range(20) if i not in (4, 5)]  # tab20's greens would read as "accepted"
     for i, reason in enumerate(reasons):
         vals = [r["rejected"].get(reason, 0) for r in rows]
-        ax.bar(xs, vals, bottom=bottom, color=cmap(i % 20), label=f"rejected {reason}")
+        ax.bar(xs, vals, bottom=bottom, color=colors[i % len(colors)], label=f"rejected {reason}")
         bottom = [b + v for b, v in zip(bottom, vals)]
     ax.set_xlabel("round")
     ax.set_ylabel("candidates generated")

@@ -73,7 +73,7 @@ def _funnel_table(rows: list[dict]) -> str:
     if rows:
         g, a = sum(r["generated"] for r in rows), sum(r["accepted"] for r in rows)
         body.append(["all", "", g, *[sum(r["rejected"].get(k, 0) for r in rows) for k in reasons], a, _pct(a, g)])
-    return _table(header, body, numeric=set(range(1, len(header))))
+    return '<div style="overflow-x:auto">' + _table(header, body, numeric=set(range(1, len(header)))) + "</div>"
 
 
 def _accepted_sample(tasks: list) -> str:
