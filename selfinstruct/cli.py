@@ -110,6 +110,19 @@ def cmd_audit(a) -> int:
     return audit(a.run_dir, a.sample, a.seed, export=a.export, import_=a.import_)
 
 
+def cmd_report(a) -> int:
+    from selfinstruct.report_html import build
+
+    print(f"wrote {build(a.run_dir, a.output)}")
+    return 0
+
+
+def cmd_sweep(a) -> int:
+    from selfinstruct.sweep import sweep
+
+    return sweep(a.config, a.overrides, a.out, progress_bar=not a.no_progress)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="selfinstruct", description=__doc__)
     parser.add_argument("--version", action="version", version=f"selfinstruct {__version__}")
@@ -160,6 +173,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--export", metavar="CSV", help="write the sample as a sheet to grade offline, then stop")
     g.add_argument("--import", dest="import_", metavar="CSV", help="record the answers filled in a sheet, then stop")
     p.set_defaults(fn=cmd_audit)
+
+    p = sub.add_parser("report", help="an HTML page with plots of a run's data (needs the extra: .[report])")
+    p.add_argument("run_dir")
+    p.add_argument("-o", "--output", metavar="DIR", help="where report.html and the PNGs go (default RUN_DIR/report)")
+    p.set_defaults(fn=cmd_report)
+
+    p = sub.add_parser("sweep", help="one job per value (or combination) of KEY=V1,V2,..., then a comparison table")
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*", help="KEY=V1,V2,... to sweep; plain key=value applies to every run")
+    p.add_argument("--out", metavar="DIR", help="sweep directory (default: the config's output_dir + '-sweep')")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(fn=cmd_sweep)
     return parser
 
 
