@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             tokens, secs = result
             rows.append((name, path, batch, tokens / secs))
-            print(f"{name:<20} {path:<12} {batch:>5} {tokens:>7} {secs:>8.2f} {tokens / secs:>9.1f}", flush=True)
+            print(f"{name:<20} {path:<12} {batch:>5} {tokens:>7} {secs:>8.4f} {tokens / secs:>9.1f}", flush=True)
 
     for name, shape, tok_dir, origin in models:
         model = build_model(shape, device, dtype)

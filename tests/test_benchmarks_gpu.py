@@ -29,7 +29,7 @@ def test_gpu_benchmark_quick_on_cpu():
             continue
         tokens, secs, rate = rest.split()[:3]
         assert int(tokens) == batch * 8  # exactly --new-tokens (8) per prompt
-        assert float(rate) == pytest.approx(int(tokens) / float(secs), rel=0.02)
+        assert float(rate) == pytest.approx(int(tokens) / float(secs), rel=0.02, abs=0.1)  # secs printed to 0.1 ms
 
 
 @pytest.mark.slow  # imports torch twice: ~8 s here
