@@ -175,18 +175,7 @@ class SlotBatcher:
             out = self.model(input_ids=feed, attention_mask=mask, position_ids=positions, use_cache=True,
                              **{self._cache_kw: cache}, **self._keep)
             self.steps += 1
-            for row, token in zip(rows, rules.pick(out.logits[:, -1].float(), rows)):
-                row.tokens.append(token)
-            keep = []
-            for i, row in enumerate(rows):
-                end = rules.finished(row)
-                if end is None:
-                    keep.append(i)
-                else:
-                    done[row.index] = end
-            if len(keep) < len(rows):
-                rows = [rows[i] for i in keep]
-                cache, mask = self._evict(cache, mask, keep)
+            cache, mask, rows = self._advance(out.logits, rows, rules, cache, mask, done)
         return [done[i] for i in range(len(prompts))]
 
     def _prefill(self, prompts, new: list[int], rules: RowRules, seed: int, done: dict):
@@ -211,7 +200,11 @@ class SlotBatcher:
             g = torch.Generator()
             g.manual_seed(row_seed(seed, i))
             rows.append(_Row(i, prompts[i], g))
-        for row, token in zip(rows, rules.pick(out.logits[:, -1].float(), rows)):
+        return self._advance(out.logits, rows, rules, cache, mask, done)
+
+    def _advance(self, logits, rows: list, rules: RowRules, cache, mask, done: dict):
+        """Append each row's next token; rows that ended go to `done` and leave the batch and its cache."""
+        for row, token in zip(rows, rules.pick(logits[:, -1].float(), rows)):
             row.tokens.append(token)
         keep = []
         for j, row in enumerate(rows):
