@@ -115,6 +115,30 @@ def test_max_new_tokens_and_finish_reasons(backends):
         assert c.meta["finish_reason"] in want
 
 
+def test_mixed_settings_in_one_call_match_each_setting_alone(backends):
+    """Issue 7: prompts of several stages share one queue; each row keeps its own sampling and stopping."""
+    cont, static = backends
+    first = cont.generate(PROMPTS, GREEDY, 0)
+    stops = tuple(sorted({c.text[3:5] for c in first if len(c.text) > 6}))
+    settings = [GREEDY, HOT, GenerationParams(max_new_tokens=5, temperature=0.0, stop=stops, repetition_penalty=1.3),
+                GenerationParams(max_new_tokens=16, temperature=0.0, chat=False, no_repeat_ngram_size=2)]
+    each = [settings[i % len(settings)] for i in range(len(PROMPTS))]
+    for lm in (cont, static):
+        mixed = lm.generate(PROMPTS, each, seed=5)
+        for setting in settings:
+            idx = [i for i, p in enumerate(each) if p == setting]
+            alone = lm.generate([PROMPTS[i] for i in idx], setting, seed=5)
+            if setting.temperature == 0:  # greedy rows do not depend on their neighbours or index
+                assert [mixed[i].text for i in idx] == texts(alone)
+                assert [mixed[i].meta for i in idx] == [c.meta for c in alone]
+            assert all(mixed[i].completion_tokens <= setting.max_new_tokens for i in idx)
+    # a sampled row draws from its own generator, seeded by its index in the call: slots change nothing
+    two = cont.generate(PROMPTS, each, seed=5)
+    assert texts(two) == texts(cont.generate(PROMPTS, each, seed=5))
+    with pytest.raises(ValueError, match="one per prompt"):
+        cont.generate(PROMPTS, each[:-1], seed=5)
+
+
 @pytest.mark.parametrize("n", [1, 2, 3])
 def test_banned_ngrams_match_transformers(n):
     import torch

@@ -165,6 +165,20 @@ def test_chat_turns_stop_strings_penalty_and_finish_reasons(server):
         lm.generate(["p"], GenerationParams(no_repeat_ngram_size=3), 0)
 
 
+def test_one_setting_per_prompt_goes_into_each_request(server):
+    """Issue 7: a call mixing stages (few-shot completions and chat turns) sends each its own settings."""
+    each = [GenerationParams(max_new_tokens=7, temperature=0.0, stop=("\n\n",)),
+            GenerationParams(max_new_tokens=64, temperature=0.5, top_p=0.9, chat=True, repetition_penalty=1.15)]
+    out = backend(server.url, concurrency=2).generate(["Task 1: x", "What is an orbit?"], each, seed=3)
+    by_kind = {("messages" in b): b for b in server.requests}
+    assert by_kind[False]["prompt"] == "Task 1: x" and by_kind[False]["max_tokens"] == 7
+    assert by_kind[False]["stop"] == ["\n\n"] and by_kind[False]["temperature"] == 0.0
+    assert by_kind[True]["messages"] == [{"role": "user", "content": "What is an orbit?"}]
+    assert (by_kind[True]["max_tokens"], by_kind[True]["temperature"], by_kind[True]["repetition_penalty"]) == (
+        64, 0.5, 1.15)
+    assert out[1].text == expected("What is an orbit?", 3, 1, chat=True)
+
+
 def test_endpoint_chat_sends_every_prompt_as_a_user_turn(server):
     backend(server.url, endpoint="chat").generate(["Task 1: x"], PARAMS, 0)
     assert "messages" in server.requests[-1]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, Sequence
 
 
 @dataclass(frozen=True)
@@ -35,8 +35,13 @@ class LM(Protocol):
     name: str
     has_chat_template: bool  # whether GenerationParams(chat=True) / score(chat=True) are meaningful
 
-    def generate(self, prompts: list[str], params: GenerationParams, seed: int) -> list[Completion]:
-        """Return one completion per prompt, in order. Same prompts + seed -> same texts."""
+    def generate(self, prompts: list[str], params: GenerationParams | Sequence[GenerationParams],
+                 seed: int) -> list[Completion]:
+        """Return one completion per prompt, in order. Same prompts + params + seed -> same texts.
+
+        `params` is one setting for every prompt, or one per prompt: prompts of several stages
+        (instance prompts and chat answers, say) then share one queue.
+        """
         ...
 
     def environment(self) -> dict:
@@ -49,6 +54,16 @@ class LM(Protocol):
         With chat=True each prompt is a user turn and the continuation is the start of the reply.
         """
         ...
+
+
+def per_prompt(params: GenerationParams | Sequence[GenerationParams], n: int) -> list[GenerationParams]:
+    """One GenerationParams per prompt: the one given for all, or the list given (checked for length)."""
+    if isinstance(params, GenerationParams):
+        return [params] * n
+    params = list(params)
+    if len(params) != n or not all(isinstance(p, GenerationParams) for p in params):
+        raise ValueError(f"generate needs one GenerationParams, or one per prompt ({n}); got {len(params)}")
+    return params
 
 
 def decode_whole_chars(tokenizer, ids: list[int]) -> str:

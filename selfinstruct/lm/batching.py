@@ -44,6 +44,7 @@ class _Row:
     index: int
     prompt: list[int]
     generator: object  # torch.Generator on the CPU: the same uniforms on every device
+    rules: "RowRules"
     tokens: list[int] = field(default_factory=list)
 
 
@@ -149,11 +150,17 @@ class SlotBatcher:
             return False
         return bool(cache.layers) and all(type(layer) is DynamicLayer for layer in cache.layers)
 
-    def run(self, prompts: list[list[int]], order: list[int], rules: RowRules, seed: int,
+    def run(self, prompts: list[list[int]], order: list[int], rules: RowRules | list[RowRules], seed: int,
             slots: int) -> list[Finished]:
-        """Every prompt's completion, admitted in `order`, at most `slots` rows per forward pass."""
+        """Every prompt's completion, admitted in `order`, at most `slots` rows per forward pass.
+
+        `rules` holds for every prompt, or is one per prompt: rows of different stages (greedy instance
+        prompts, sampled answers) then share the batch, each sampled and stopped by its own rules.
+        """
         import torch
 
+        if isinstance(rules, RowRules):
+            rules = [rules] * len(prompts)
         queue = deque(order)
         done: dict[int, Finished] = {}
         rows: list[_Row] = []  # live rows, in cache order
@@ -175,10 +182,10 @@ class SlotBatcher:
             out = self.model(input_ids=feed, attention_mask=mask, position_ids=positions, use_cache=True,
                              **{self._cache_kw: cache}, **self._keep)
             self.steps += 1
-            cache, mask, rows = self._advance(out.logits, rows, rules, cache, mask, done)
+            cache, mask, rows = self._advance(out.logits, rows, cache, mask, done)
         return [done[i] for i in range(len(prompts))]
 
-    def _prefill(self, prompts, new: list[int], rules: RowRules, seed: int, done: dict):
+    def _prefill(self, prompts, new: list[int], rules: list[RowRules], seed: int, done: dict):
         """Prompts `new` through one forward pass; rows that end on their first token go straight to `done`."""
         import torch
         from transformers import DynamicCache
@@ -199,16 +206,25 @@ class SlotBatcher:
         for i in new:
             g = torch.Generator()
             g.manual_seed(row_seed(seed, i))
-            rows.append(_Row(i, prompts[i], g))
-        return self._advance(out.logits, rows, rules, cache, mask, done)
+            rows.append(_Row(i, prompts[i], g, rules[i]))
+        return self._advance(out.logits, rows, cache, mask, done)
 
-    def _advance(self, logits, rows: list, rules: RowRules, cache, mask, done: dict):
+    def _advance(self, logits, rows: list, cache, mask, done: dict):
         """Append each row's next token; rows that ended go to `done` and leave the batch and its cache."""
-        for row, token in zip(rows, rules.pick(logits[:, -1].float(), rows)):
-            row.tokens.append(token)
+        last = logits[:, -1].float()
+        groups: dict[int, list[int]] = {}
+        for j, row in enumerate(rows):
+            groups.setdefault(id(row.rules), []).append(j)
+        for members in groups.values():
+            if len(members) == len(rows):  # one stage's rows only: no gather
+                picked = rows[0].rules.pick(last, rows)
+            else:
+                picked = rows[members[0]].rules.pick(last[members], [rows[j] for j in members])
+            for j, token in zip(members, picked):
+                rows[j].tokens.append(token)
         keep = []
         for j, row in enumerate(rows):
-            end = rules.finished(row)
+            end = row.rules.finished(row)
             if end is None:
                 keep.append(j)
             else:

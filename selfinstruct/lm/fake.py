@@ -11,7 +11,7 @@ from typing import Callable
 
 from selfinstruct import prompts as P
 from selfinstruct.language import load as load_language
-from selfinstruct.lm.base import Completion, GenerationParams, apply_stop
+from selfinstruct.lm.base import Completion, GenerationParams, apply_stop, per_prompt
 
 _WORDS = ("river planet budget recipe sonnet invoice garden protocol lantern orbit ledger meadow "
           "violin harbor circuit glacier pamphlet compass quartz tundra mosaic parable ember "
@@ -154,11 +154,12 @@ class FakeLM:
     def enqueue(self, *replies: str | Callable[[str], str]) -> None:
         self.queue.extend(replies)
 
-    def generate(self, prompts: list[str], params: GenerationParams, seed: int) -> list[Completion]:
+    def generate(self, prompts: list[str], params: GenerationParams | list[GenerationParams],
+                 seed: int) -> list[Completion]:
         if self.delay:
             time.sleep(self.delay)
         out = []
-        for prompt in prompts:
+        for prompt, params in zip(prompts, per_prompt(params, len(prompts))):
             self.history.append((prompt, params, seed))
             if self.queue:
                 reply = self.queue.pop(0)

@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 from selfinstruct.errors import ModelError
-from selfinstruct.lm.base import Completion, GenerationParams, apply_stop, decode_whole_chars
+from selfinstruct.lm.base import Completion, GenerationParams, apply_stop, decode_whole_chars, per_prompt
+from selfinstruct.lm.batching import row_seed
 from selfinstruct.store import fsync_dir
 
 log = logging.getLogger("selfinstruct")
@@ -383,30 +384,49 @@ class HFBackend:
                 ids[i] = [tok.bos_token_id]
         return ids
 
-    def generate(self, prompts: list[str], params: GenerationParams, seed: int) -> list[Completion]:
-        """One completion per prompt, in order; same prompts + seed -> same texts (batch_size: rounding only)."""
+    def generate(self, prompts: list[str], params: GenerationParams | list[GenerationParams],
+                 seed: int) -> list[Completion]:
+        """One completion per prompt, in order; same prompts + seed -> same texts (batch_size: rounding only).
+
+        With one GenerationParams per prompt, prompts of several stages share the slots of one queue.
+        """
         import torch
 
         if not prompts:
             return []
-        ids = self._encode(prompts, params.chat)
-        longest = max(len(r) for r in ids)
-        if self.max_positions and longest + params.max_new_tokens > self.max_positions:
-            log.warning("prompt of %d tokens + %d new tokens exceeds the model's %d positions",
-                        longest, params.max_new_tokens, self.max_positions)
+        each = per_prompt(params, len(prompts))
+        ids = self._encode_each(prompts, [p.chat for p in each])
+        longest = max(len(r) + p.max_new_tokens for r, p in zip(ids, each))
+        if self.max_positions and longest > self.max_positions:
+            log.warning("prompt + new tokens of %d exceeds the model's %d positions", longest, self.max_positions)
 
         # Similar lengths are admitted together, so less padding; the order is fixed, so results stay reproducible.
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        out: list[Completion | None] = [None] * len(ids)
         with torch.inference_mode():
             if self.batcher is not None:
-                return self._generate_continuous(ids, order, params, seed)
-            torch.manual_seed(seed)  # seeds CPU and every CUDA device
-            out: list[Completion | None] = [None] * len(ids)
-            for start in range(0, len(order), self.batch_size):
-                chunk = order[start:start + self.batch_size]
-                for i, completion in zip(chunk, self._generate_batch([ids[i] for i in chunk], params)):
-                    out[i] = completion
+                return self._generate_continuous(ids, order, each, seed)
+            # Static batches share one setting: each setting's prompts in turn, the first under `seed` itself.
+            groups: dict[GenerationParams, list[int]] = {}
+            for i in order:
+                groups.setdefault(each[i], []).append(i)
+            for g, (setting, members) in enumerate(groups.items()):
+                torch.manual_seed(seed if g == 0 else row_seed(seed, -g))  # seeds CPU and every CUDA device
+                for start in range(0, len(members), self.batch_size):
+                    chunk = members[start:start + self.batch_size]
+                    for i, completion in zip(chunk, self._generate_batch([ids[i] for i in chunk], setting)):
+                        out[i] = completion
         return out  # type: ignore[return-value]
+
+    def _encode_each(self, prompts: list[str], chat: list[bool]) -> list[list[int]]:
+        """_encode with a chat flag per prompt."""
+        ids: list[list[int] | None] = [None] * len(prompts)
+        for flag in (False, True):
+            idx = [i for i, c in enumerate(chat) if c == flag]
+            if idx:
+                for i, row in zip(idx, self._encode([prompts[i] for i in idx], flag)):
+                    ids[i] = row
+        return ids  # type: ignore[return-value]
 
     def _stop_ids(self, stop: tuple[str, ...]) -> set[int]:
         """A stop string that is a whole special token (e.g. "<|im_start|>") stops like EOS: decoded text skips it."""
@@ -414,15 +434,15 @@ class HFBackend:
         specials = set(getattr(tok, "all_special_tokens", []))
         return {tok.convert_tokens_to_ids(s) for s in stop if s in specials}
 
-    def _generate_continuous(self, ids: list[list[int]], order: list[int], params: GenerationParams,
+    def _generate_continuous(self, ids: list[list[int]], order: list[int], each: list[GenerationParams],
                              seed: int) -> list[Completion]:
         from selfinstruct.lm.batching import RowRules
 
-        rules = RowRules(self.tokenizer, params, self.eos_ids, self._stop_ids(params.stop))
-        ends = self.batcher.run(ids, order, rules, seed, self.batch_size)
-        return [Completion(text=apply_stop(decode_whole_chars(self.tokenizer, e.tokens[:e.keep]), params.stop),
+        rules = {p: RowRules(self.tokenizer, p, self.eos_ids, self._stop_ids(p.stop)) for p in dict.fromkeys(each)}
+        ends = self.batcher.run(ids, order, [rules[p] for p in each], seed, self.batch_size)
+        return [Completion(text=apply_stop(decode_whole_chars(self.tokenizer, e.tokens[:e.keep]), p.stop),
                            prompt_tokens=len(r), completion_tokens=e.generated, meta={"finish_reason": e.reason})
-                for r, e in zip(ids, ends)]
+                for r, e, p in zip(ids, ends, each)]
 
     def score(self, prompts: list[str], continuations: list[str], chat: bool = False) -> list[float]:
         """Summed natural-log probability of each continuation's tokens right after its prompt."""

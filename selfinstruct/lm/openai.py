@@ -22,7 +22,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import Callable
 
 from selfinstruct.errors import ModelError
-from selfinstruct.lm.base import Completion, GenerationParams, apply_stop
+from selfinstruct.lm.base import Completion, GenerationParams, apply_stop, per_prompt
 
 log = logging.getLogger("selfinstruct")
 
@@ -134,13 +134,16 @@ class OpenAIBackend:
         return {"backend": "openai", "base_url": self.urls if len(self.urls) > 1 else self.urls[0],
                 "model": self.name, "served_model": self.served[0], "endpoint": self.endpoint}
 
-    def generate(self, prompts: list[str], params: GenerationParams, seed: int) -> list[Completion]:
+    def generate(self, prompts: list[str], params: GenerationParams | list[GenerationParams],
+                 seed: int) -> list[Completion]:
         """One completion per prompt, in prompt order; prompt i goes to replica i mod len(base_url)."""
-        if params.no_repeat_ngram_size:
+        each = per_prompt(params, len(prompts))
+        if any(p.no_repeat_ngram_size for p in each):
             raise ModelError("no_repeat_ngram_size is not part of the OpenAI API; set it to 0 with model.backend: openai")
-        chat = params.chat or self.endpoint == "chat"
 
         def one(i: int, prompt: str) -> Completion:
+            params = each[i]
+            chat = params.chat or self.endpoint == "chat"
             body = self._body(prompt, chat)
             body.update(max_tokens=params.max_new_tokens, temperature=params.temperature, top_p=params.top_p,
                         seed=request_seed(seed, i))
