@@ -6,6 +6,7 @@ belongs to (`Context`). Cheap filters run first; every drop is counted by its re
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import functools
 import re
@@ -28,6 +29,7 @@ class Context:
 
     field: str = "instruction"  # what is judged: "instruction", or "instance" (its input and output)
     cut: bool = False  # the text ran into max_new_tokens (the last item of a completion cut short)
+    unstable: bool = False  # sampled answers to this quantity question end on other numbers (unstable_answer)
     instruction: str = ""  # the task's instruction (instance filters)
     classification: bool = False
     demo_labels: frozenset[str] = frozenset()  # normalised labels of *other* tasks shown in the prompt
@@ -236,6 +238,103 @@ def is_looping(text: str, min_repeats: int = 3) -> bool:
     return bool(counts) and counts.most_common(1)[0][1] >= min_repeats
 
 
+# ---- arithmetic claims ("9 * 8 = 64") ----
+
+_NUM = r"\$?\d{1,3}(?:,\d{3})+(?:\.\d+)?|\$?\d+(?:\.\d+)?"
+_TERM = rf"\(*\s*-?\s*(?:{_NUM})\s*\)*"
+_OP = r"\s*(?:[-+*/×÷^]|\s[x·]\s)\s*"
+_EXPR = rf"{_TERM}(?:{_OP}{_TERM})*"
+# A chain of expressions joined by "=", not part of a longer formula (variables, "...", percentages).
+_BEFORE = r"\w.^*/+\-=$×÷%"
+_CLAIM = re.compile(rf"(?<![{_BEFORE}])(?<![-^*/+=×÷]\s){_EXPR}(?:\s*=\s*{_EXPR})+(?![\w.]*\w|%|\s*[-+*/×÷^(%])")
+_CLAIM_END = re.compile(r"\.\s*$")
+
+
+def _evaluate(expr: str) -> float | None:
+    """The value of a +-*/^ expression over plain numbers; None when it is not one or is too large."""
+    text = expr.replace("$", "").replace(",", "").replace("×", "*").replace("·", "*").replace("÷", "/")
+    text = re.sub(r"\sx\s", "*", text).replace("^", "**")
+    if not re.fullmatch(r"[\d.\s+\-*/()]+", text):
+        return None
+    try:
+        node = ast.parse(text.strip(), mode="eval").body
+    except (SyntaxError, ValueError):
+        return None
+
+    def ev(n) -> float:
+        if isinstance(n, ast.Constant) and isinstance(n.value, (int, float)):
+            return float(n.value)
+        if isinstance(n, ast.UnaryOp) and isinstance(n.op, (ast.USub, ast.UAdd)):
+            v = ev(n.operand)
+            return -v if isinstance(n.op, ast.USub) else v
+        if isinstance(n, ast.BinOp) and type(n.op) in _BINOPS:
+            a, b = ev(n.left), ev(n.right)
+            if isinstance(n.op, ast.Pow) and (abs(b) > 64 or abs(a) > 1e6):
+                raise OverflowError
+            return _BINOPS[type(n.op)](a, b)
+        raise ValueError
+
+    try:
+        value = ev(node)
+    except (ValueError, OverflowError, ZeroDivisionError):
+        return None
+    return value if abs(value) < 1e15 else None
+
+
+_BINOPS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
+           ast.Div: lambda a, b: a / b, ast.Pow: lambda a, b: a ** b}
+
+
+def _agree(a: str, va: float, b: str, vb: float) -> bool:
+    """Equal up to the precision the sides were written with (3.33 stands for 10 / 3)."""
+    places = max((len(m) for side in (a, b) if not re.search(r"[-+*/×÷^]|\sx\s", side.strip().lstrip("-"))
+                  for m in re.findall(r"\.(\d+)", side)), default=0)
+    return abs(va - vb) <= (0.5 * 10 ** -places if places else 0) + 1e-9 * max(1.0, abs(va), abs(vb))
+
+
+def wrong_arithmetic(text: str, context: str = "") -> str | None:
+    """The first claim "a op b = c" in `text` that does not hold ("9 * 8 = 64"); None when all hold.
+
+    Only chains of plain numbers are checked, with at least one operator; claims also written in
+    `context` (the instruction and input: "Is 2 + 2 = 5?") are the task's, not the answer's.
+    """
+    for m in _CLAIM.finditer(text):
+        claim = _CLAIM_END.sub("", m.group(0).strip())
+        if claim in context:
+            continue
+        sides = [s.strip() for s in claim.split("=")]
+        if not any(re.search(r"\d\s*(?:[-+*/×÷^]|\sx\s)\s*[\d($(-]", s) for s in sides):
+            continue
+        values = [_evaluate(s) for s in sides]
+        for (a, va), (b, vb) in zip(zip(sides, values), zip(sides[1:], values[1:])):
+            if va is not None and vb is not None and not _agree(a, va, b, vb):
+                return claim
+    return None
+
+
+_LINE_MARK = re.compile(r"^\s*(?:[-*•]+|\(?\d+[.):])\s*", re.MULTILINE)
+_ANY_NUM = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?")
+
+
+def final_number(text: str) -> float | None:
+    """The last number an answer states, list numbers aside ("... so the ball costs $0.05." -> 0.05)."""
+    found = _ANY_NUM.findall(_LINE_MARK.sub("", text))
+    return float(found[-1].replace(",", "")) if found else None
+
+
+def same_number(a: float | None, b: float | None) -> bool:
+    return a is not None and b is not None and abs(a - b) <= 1e-6 * max(1.0, abs(a), abs(b))
+
+
+def answer_terms(answer: str, question: str) -> frozenset[str]:
+    """What a short answer adds to its question: its words (CJK: characters) that the question lacks.
+
+    "The capital of France is Paris." to "What is the capital of France?" -> {"paris"}.
+    """
+    asked = {t.lower() for t in tokens(question)}
+    return frozenset(t.lower() for t in tokens(answer) if t.lower() not in asked)
+
+
 # An output that is only a list marker, a field name or a placeholder.
 _MARKER_ONLY = re.compile(
     r"^(?:\(?\d+[.):]|[-*•#>=_.…]+|[a-z][.)]|<\s*no\s*input\s*>|"
@@ -290,6 +389,8 @@ INSTANCE_FILTERS: dict[str, Callable[[Instance, "FilterConfig", Context], bool] 
     "repeated_phrase": lambda inst, cfg, ctx: bool(repeated_phrase(inst.output, cfg, ctx)
                                                    or repeated_phrase(inst.input, cfg, ctx)),
     "foreign_label": lambda inst, cfg, ctx: _foreign_label(inst, ctx),
+    "wrong_arithmetic": lambda inst, cfg, ctx: bool(wrong_arithmetic(inst.output, f"{ctx.instruction}\n{inst.input}")),
+    "unstable_answer": lambda inst, cfg, ctx: ctx.unstable,
     "conflicting": None,
     "duplicate": None,
 }
@@ -305,17 +406,20 @@ def instance_reason(inst: Instance, cfg: FilterConfig, ctx: Context = NO_CONTEXT
 
 
 def filter_instances(instances: list[Instance], cfg: FilterConfig, ctx: Context = NO_CONTEXT,
-                     cut: list[bool] | None = None) -> tuple[list[Instance], Counter]:
+                     cut: list[bool] | None = None,
+                     unstable: list[bool] | None = None) -> tuple[list[Instance], Counter]:
     """Keep well-formed instances (at most cfg.max_instances); count why the others went.
 
-    `cut[i]` says instance i's output ran into the token limit.
+    `cut[i]` says instance i's output ran into the token limit; `unstable[i]` that sampled answers to
+    it disagreed with it (the pipeline's self-consistency check).
     """
     dropped: Counter = Counter()
     enabled = set(cfg.instance)
     kept = []
     for k, inst in enumerate(instances):
         inst = Instance(inst.input.strip(), inst.output.strip())
-        one = dataclasses.replace(ctx, field="instance", cut=bool(cut and cut[k]))
+        one = dataclasses.replace(ctx, field="instance", cut=bool(cut and cut[k]),
+                                  unstable=bool(unstable and unstable[k]))
         reason = instance_reason(inst, cfg, one)
         if reason:
             dropped[reason] += 1

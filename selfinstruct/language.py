@@ -19,7 +19,7 @@ TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 SHIPPED = tuple(sorted(p.stem for p in TEMPLATES_DIR.glob("*.yaml")))
 UNITS = ("word", "char")
 _LISTS = ("scripts", "classify_demos", "empty_inputs", "blacklist")
-_REGEXES = ("refers", "points_at", "program", "refusal", "ask_openers", "other_script_ok")
+_REGEXES = ("refers", "points_at", "asks_number", "program", "refusal", "ask_openers", "other_script_ok")
 CODE = re.compile(r"^[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*$")  # BCP-47-style: en, zh, zh-Hans, pt-BR
 
 

@@ -246,3 +246,20 @@ def test_clear_errors(run, tmp_path):
     assert p.returncode == 1 and p.stderr == f"Error: {empty}: no accepted tasks to audit\n"
     p = cli("audit", run, "--sample", "5", "--export", tmp_path / "no" / "dir.csv")
     assert p.returncode == 1 and "no such directory for the sheet" in p.stderr
+
+
+def test_quality_benchmark_counts_its_signals_from_the_run(tmp_path):
+    """benchmarks/quality.py: one column per run; shares are counted from tasks.jsonl, not assumed."""
+    cfg = cfg_for(tmp_path, target=8)
+    run_job(cfg, make_seeds())
+    tasks = rows(Path(cfg.output_dir) / "tasks.jsonl")
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/quality.py"), cfg.output_dir], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    table = {k.strip(): v.strip() for k, v in (line.strip("|").split("|")[:2] for line in proc.stdout.splitlines()[2:])}
+    assert table["tasks"] == str(len(tasks))
+    empty = sum(not i["input"] for t in tasks for i in t["instances"]) / sum(len(t["instances"]) for t in tasks)
+    assert table["empty input"] == f"{empty:.0%}"
+    assert table["inst:wrong_arithmetic"] == "0%"
+    checked = sum("consistency" in t["meta"] for t in tasks) / len(tasks)
+    assert table["checked for consistency"] == f"{checked:.0%}"

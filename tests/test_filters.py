@@ -454,9 +454,77 @@ def test_refusal(output, refused):
     ("What is the most important thing you can do this week?", False),  # "this" without content to point at
     ("Translate this sentence: 'Hello, friend.'", False),  # the content is inline
     ("What is the capital of France?", False),
+    # from a default job's audit: answered with an invented "original sentence" / "list"
+    ("Write a new sentence that is the opposite of the original sentence.", True),
+    ("What is the most expensive item on the list of items that have been purchased?", True),
+    ("Create a list of the top 10 companies in the world.", False),
 ])
 def test_missing_input(instruction, missing):
     ctx = F.Context(field="instance", instruction=instruction)
     empty = F.instance_reason(Instance("", "An answer."), CFG, ctx)
     assert (empty == "missing_input") is missing
     assert F.instance_reason(Instance("Some content.", "An answer."), CFG, ctx) is None  # with an input: fine
+
+
+# Claims from a default job's answers (bundled model), then correct ones and look-alikes that are no claim.
+@pytest.mark.parametrize("text, wrong", [
+    ("This gives us 9 * 8 = 64 ≡ 1 (mod 10)", "9 * 8 = 64"),
+    ("10 = 2^3 * 5", "10 = 2^3 * 5"),
+    ("2^3 = 8 + 4 = 10, 3^2 = 5 + 2 = 7", "2^3 = 8 + 4 = 10"),
+    ("we need to calculate 100 - 2 = 90.", "100 - 2 = 90"),
+    ("-1 * 8 = 8 ≡ -1 (mod 10)", "-1 * 8 = 8"),
+    ("1 × 18 = 2^4 = 6", "1 × 18 = 2^4 = 6"),
+    ("3 x 4 = 13", "3 x 4 = 13"),
+    ("2 + 3 * 4 = 20", "2 + 3 * 4 = 20"),  # precedence counts
+    ("3 * 4 = 12 and 12 - 2 = 9", "12 - 2 = 9"),
+    ("3 * 4 = 12, so 12 / 2 = 6", None),
+    ("(2 + 3) * 4 = 20", None),
+    ("$1.10 - $1.00 = $0.10", None),
+    ("1,000 + 2,000 = 3,000", None),
+    ("10/3 = 3.33", None),  # rounded as written
+    ("A = πr² = 3.14 * 2^2 = 12.56", None),
+    ("1 + 2 + 3 + ... + 5 * 6 = 45", None),  # part of a longer formula
+    ("Sum = (n * (n + 1)) / 2", None),  # variables
+    ("x = 5 + 3", None),
+    ("7x = 9", None),
+    ("48 - 60 = 5%", None),  # percentages are left alone
+    ("The answer is 1/6th of a second", None),
+    ("In 2019 the team won 3 games.", None),
+    ("2^1000 = 5", None),  # too large to check: left alone
+])
+def test_wrong_arithmetic(text, wrong):
+    assert F.wrong_arithmetic(text) == wrong
+    assert (output_reason(text) == "wrong_arithmetic") is bool(wrong)
+
+
+def test_wrong_arithmetic_quoted_from_the_task_is_not_the_answers():
+    ctx = F.Context(field="instance", instruction="Is 2 + 2 = 5 true?")
+    assert F.instance_reason(Instance("", "No: 2 + 2 = 5 is false, since 2 + 2 = 4."), CFG, ctx) is None
+    assert F.instance_reason(Instance("", "Yes, 2 + 3 = 6."), CFG, ctx) == "wrong_arithmetic"
+
+
+@pytest.mark.parametrize("text, number", [
+    ("There are 7 days in a week.", 7.0),
+    ("The ball costs $0.05.", 0.05),
+    ("1. Add 2 and 3\n2. The result is 1,500", 1500.0),  # list numbers aside
+    ("1. Sleep\n2. Eat", None),
+    ("It is -4.5 degrees.", -4.5),
+    ("No number here.", None),
+])
+def test_final_number(text, number):
+    assert F.final_number(text) == number
+
+
+def test_answer_terms_are_what_the_answer_adds():
+    assert F.answer_terms("The capital of France is Paris.", "What is the capital of France?") == {"paris"}
+    assert F.answer_terms("北京是中国的首都。", "中国的首都是哪里？") == {"北", "京"}
+    assert F.answer_terms("France.", "Which country has Paris as capital, France?") == frozenset()
+
+
+def test_unstable_answer_comes_from_the_pipelines_flag():
+    ctx = F.Context(field="instance", instruction="How many legs does a cat have?")
+    inst = [Instance("", "Four."), Instance("", "Six.")]
+    kept, dropped = F.filter_instances(inst, CFG, ctx, unstable=[False, True])
+    assert kept == inst[:1] and dropped == Counter({"unstable_answer": 1})
+    kept, _ = F.filter_instances(inst, fcfg(instance=["empty_output"]), ctx, unstable=[False, True])
+    assert kept == inst  # not enabled: the flag is ignored
