@@ -96,6 +96,20 @@ class InstancesConfig(SamplingConfig):
 
 
 @dataclass
+class ConsistencyConfig:
+    """Self-consistency of answers to quantity questions (instance filter unstable_answer)."""
+
+    # Extra answers sampled for each checkable chat answer (the number a quantity question asks for, or
+    # a short answer); the answer is dropped when no sample agrees with it. 0 = off.
+    samples: int = field(default=2, metadata=_check(lambda v: 0 <= v <= 16, "in [0, 16] (0 = off)"))
+    temperature: float = field(default=0.5, metadata=_check(lambda v: v > 0, "> 0 (the samples must differ)"))
+    top_p: float = field(default=0.9, metadata=_check(lambda v: 0 < v <= 1, "in (0, 1]"))
+    # Answers of at most this many words (CJK: characters) are checked too, on the terms they add to the
+    # question ("Paris"); 0 = numbers only.
+    short_answer: int = field(default=20, metadata=_check(lambda v: v >= 0, ">= 0 (0 = numbers only)"))
+
+
+@dataclass
 class PromptConfig:
     num_examples: int = field(default=8, metadata=_check(lambda v: v >= 1, ">= 1"))  # few-shot examples per prompt
     human_fraction: float = field(default=0.75, metadata=_check(lambda v: 0 <= v <= 1, "in [0, 1]"))
@@ -128,6 +142,11 @@ class NoveltyConfig:
     threshold: float = field(default=0.7, metadata=_check(lambda v: 0 <= v <= 1, "in [0, 1]"))
     # left out: rouge for English, unicode for any other language
     tokenizer: str = field(default="rouge", metadata=_check(lambda v: v in TOKENIZERS, f"one of {TOKENIZERS}"))
+    # At most this share of the pool (seeds and accepted tasks; at least 3 tasks) may open with the
+    # same `opening_words` words ("What is the most ..."): a small model's favourite question
+    # otherwise feeds on itself through the machine examples. 1.0 = off.
+    opening_share: float = field(default=0.05, metadata=_check(lambda v: 0 < v <= 1, "in (0, 1] (1.0 = off)"))
+    opening_words: int = field(default=4, metadata=_check(lambda v: v >= 1, ">= 1"))
 
 
 @dataclass
@@ -154,6 +173,7 @@ class Config:
     generation: SamplingConfig = field(default_factory=SamplingConfig)  # instruction generation
     instances: InstancesConfig = field(default_factory=lambda: InstancesConfig(0.0, 1.0, 256))
     answers: SamplingConfig = field(default_factory=lambda: SamplingConfig(0.0, 1.0, 256, 1.15))  # chat outputs
+    consistency: ConsistencyConfig = field(default_factory=ConsistencyConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
     filters: FilterConfig = field(default_factory=FilterConfig)
     novelty: NoveltyConfig = field(default_factory=NoveltyConfig)

@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from selfinstruct import prompts as P
 from selfinstruct.config import Config, SamplingConfig
 from selfinstruct.errors import ModelError, Stopped
-from selfinstruct.filters import Context, check_instruction, filter_instances, norm_label
+from selfinstruct.filters import (Context, answer_terms, check_instruction, filter_instances, final_number,
+                                 norm_label, same_number, wrong_arithmetic)
+from selfinstruct.language import count_units, tokens
 from selfinstruct.language import load as load_language
 from selfinstruct.lm.base import LM, Completion, GenerationParams
 from selfinstruct.mix import derive_seed, human_fraction, sample_examples
@@ -41,11 +43,16 @@ class Candidate:
     instances: list[Instance] = field(default_factory=list)  # alpaca style: from the generation prompt
     cut: bool = False  # the last item of a completion that ran into max_new_tokens
     instance_cut: list[bool] = field(default_factory=list)  # per instance: its output ran into the limit
+    instance_unstable: list[bool] = field(default_factory=list)  # per instance: failed the consistency check
+    checks: list[dict] = field(default_factory=list)  # consistency checks run on its answers (provenance)
     is_classification: bool | None = None
     margin: float | None = None  # log P(Yes) - log P(No) to the classification question
     demo_labels: frozenset[str] = frozenset()  # labels of the demonstrations in its instance prompt
     score: float = 0.0
     nearest: str | None = None
+
+
+OPENING_FLOOR = 3  # a small pool may still hold this many tasks with one opening
 
 
 class Pipeline:
@@ -63,6 +70,7 @@ class Pipeline:
         self.index = NoveltyIndex(cfg.novelty.threshold, cfg.novelty.tokenizer)
         self.index.add_many((t.instruction, t.id) for t in seeds + self.machine)
         log.info("novelty index: %d instructions in %.2fs", len(self.index), time.perf_counter() - started)
+        self.openings = Counter(self._opening(t.instruction) for t in seeds + self.machine)
         self.batches_per_round = math.ceil(cfg.prompts_per_round / cfg.prompts_per_batch)
         self.response = self._response_mode()
 
@@ -156,31 +164,34 @@ class Pipeline:
             rejected.append({"id": c.id, "round": r, "batch": b, "stage": stage, "reason": reason,
                              "score": extra.pop("score", None), "text": c.instruction, **extra})
 
-        survivors = []
+        survivors, batch_openings = [], Counter()
         for c in candidates:
             reason = check_instruction(c.instruction, cfg.filters, Context(cut=c.cut, lang=self.lang))
+            opening = self._opening(c.instruction)
+            seen = self.openings[opening] + batch_openings[opening]  # the pool's, and this batch's survivors
             if reason:
                 reject(c, "filter", reason)
-            elif self._novel(c, survivors):
-                survivors.append(c)
-                self.texts[c.id] = c.instruction  # ids are unique; lets provenance name in-batch neighbours
-            else:
+            elif not self._novel(c, survivors):
                 reject(c, "novelty", "too_similar", score=c.score, nearest=c.nearest,
                        nearest_text=self.texts.get(c.nearest))
+            elif self._common(seen, len(self.seeds) + len(self.machine) + len(survivors)):
+                reject(c, "novelty", "common_opening", score=c.score, opening=opening, count=seen)
+            else:
+                survivors.append(c)
+                batch_openings[opening] += 1
+                self.texts[c.id] = c.instruction  # ids are unique; lets provenance name in-batch neighbours
         if cfg.style == "self-instruct":
             self._classify(survivors, r, b)
-            self._make_instances(survivors, r, b)
         else:  # alpaca: the instance came with the instruction
             for c in survivors:
                 if self._input_free(c):
                     c.instances = [Instance("", i.output) for i in c.instances]
-        if self.response == "chat":
-            self._answer(survivors, r, b)
+        self._complete(survivors, r, b)
         accepted = []
         for c in survivors:
             ctx = Context(instruction=c.instruction, classification=bool(c.is_classification),
                           demo_labels=c.demo_labels, lang=self.lang)
-            kept, dropped = filter_instances(c.instances, cfg.filters, ctx, c.instance_cut)
+            kept, dropped = filter_instances(c.instances, cfg.filters, ctx, c.instance_cut, c.instance_unstable)
             if not kept:
                 why = dropped.most_common(1)[0][0] if dropped else "no_instances"
                 reject(c, "instances", why, score=c.score,
@@ -214,6 +225,7 @@ class Pipeline:
             self.texts[task.id] = task.instruction
             self.depth[task.id] = task.depth
             self.index.add(task.instruction, task.id)
+            self.openings[self._opening(task.instruction)] += 1
         if p["cursor"]["batch"] == 0:
             fault("round_end")
         if bar is not None:
@@ -251,6 +263,14 @@ class Pipeline:
                                          cut=cut and k == len(items) - 1))
         return out
 
+    def _opening(self, instruction: str) -> str:
+        return " ".join(t.lower() for t in tokens(instruction)[:self.cfg.novelty.opening_words])
+
+    def _common(self, seen: int, pool: int) -> bool:
+        """Whether an opening that `seen` tasks of the pool (seeds and machine) start has its share."""
+        share = self.cfg.novelty.opening_share
+        return share < 1.0 and seen >= max(OPENING_FLOOR, math.ceil(share * pool))
+
     def _novel(self, c: Candidate, earlier: list[Candidate]) -> bool:
         """Exact ROUGE-L against the pool, then against this batch's earlier survivors (pool wins ties)."""
         verdict = self.index.check(c.instruction)
@@ -287,26 +307,6 @@ class Pipeline:
             return t.is_classification
         return bool(self.progress["seed_classification"].get(t.id, False))
 
-    def _make_instances(self, cands: list[Candidate], r: int, b: int) -> None:
-        rng = random.Random(self._seed(r, b, "demos"))
-        prompts, asked = [], []
-        for c in cands:
-            demos = self._demos(rng, c.is_classification)  # drawn for every candidate: the rng stays in step
-            if self._self_contained(c):
-                # No input to write, and the chat reply writes the output: the instance prompt has nothing to do.
-                c.instances, c.instance_cut = [Instance("", "")], [False]
-                continue
-            c.demo_labels = frozenset(norm_label(i.output) for d in demos for i in d.instances)
-            prompts.append(P.build_instance_prompt(c.instruction, demos, c.is_classification, self.lang))
-            asked.append(c)
-        params = _params(self.cfg.instances, P.instance_stops(self.lang))
-        for c, out in zip(asked, self._generate(prompts, params, self._seed(r, b, "instances"))):
-            c.instances = P.parse_instances(out.text, c.is_classification, self.lang)
-            if self._input_free(c):
-                c.instances = [Instance("", i.output) for i in c.instances]
-            cut = out.meta.get("finish_reason") == "length"
-            c.instance_cut = [cut and k == len(c.instances) - 1 for k in range(len(c.instances))]
-
     def _input_free(self, c: Candidate) -> bool:
         """A non-classification instruction that refers to no input gets none (instances.inputs: auto)."""
         return (self.cfg.instances.inputs == "auto" and not c.is_classification
@@ -315,16 +315,127 @@ class Pipeline:
     def _self_contained(self, c: Candidate) -> bool:
         return self.response == "chat" and self._input_free(c)
 
-    def _answer(self, cands: list[Candidate], r: int, b: int) -> None:
-        """Rewrite each output as the model's chat reply to instruction + input (labels stay as written)."""
-        todo = [(c, k) for c in cands if not c.is_classification for k in range(len(c.instances))]
-        turns = [P.chat_turn(c.instruction, c.instances[k].input) for c, k in todo]
-        unique = list(dict.fromkeys(turns))  # a self-contained task's instances all ask the same: answer once
-        outs = self._generate(unique, _params(self.cfg.answers, (), chat=True), self._seed(r, b, "answers"))
-        answer = dict(zip(unique, outs))
-        for (c, k), turn in zip(todo, turns):
-            c.instances[k] = Instance(c.instances[k].input, answer[turn].text.strip())
-            c.instance_cut[k] = answer[turn].meta.get("finish_reason") == "length"
+    def _complete(self, cands: list[Candidate], r: int, b: int) -> None:
+        """Instances, chat answers and consistency samples, through one queue of generate calls.
+
+        Work is queued as soon as what it needs exists: the first call holds the instance prompts of
+        tasks that need an input and the answers of tasks that need none; the answers to generated
+        inputs, and the samples that check the first answers, ride in the next call. Each request
+        carries its own sampling settings, so a backend fills its slots across stages.
+        """
+        queue: list[tuple[str, GenerationParams, Callable[[Completion], None]]] = []
+        answer_params = _params(self.cfg.answers, (), chat=True)
+        asked: dict[str, list[tuple[Candidate, int]]] = {}  # chat turn -> instances waiting on its answer
+        answered: dict[str, Completion] = {}
+        check = self.cfg.consistency
+        sample_params = GenerationParams(self.cfg.answers.max_new_tokens, check.temperature, check.top_p, (),
+                                         self.cfg.answers.repetition_penalty, self.cfg.answers.no_repeat_ngram_size,
+                                         True)
+
+        def settle(c: Candidate, k: int, turn: str) -> None:
+            out = answered[turn]
+            c.instances[k] = Instance(c.instances[k].input, out.text.strip())
+            c.instance_cut[k] = out.meta.get("finish_reason") == "length"
+
+        def on_answer(turn: str, out: Completion) -> None:
+            answered[turn] = out
+            for c, k in asked[turn]:
+                settle(c, k, turn)
+            c, k = asked[turn][0]
+            key = self._check_key(c, k, turn, out)
+            if key is None:
+                return
+            samples: list[str] = []
+
+            def on_sample(o: Completion) -> None:
+                samples.append(o.text)
+                if len(samples) == check.samples:
+                    verdict = {**key, **self._verdict(key, samples)}
+                    for c2, k2 in asked[turn]:
+                        c2.instance_unstable[k2] = not verdict["agreed"]
+                        c2.checks.append({"input": c2.instances[k2].input, **verdict})
+
+            queue.extend((turn, sample_params, on_sample) for _ in range(check.samples))
+
+        def ask(c: Candidate) -> None:
+            """Queue the chat answer of each of c's instances (labels stay as the task wrote them)."""
+            c.instance_unstable = [False] * len(c.instances)
+            if self.response != "chat" or c.is_classification:
+                return
+            for k, inst in enumerate(c.instances):
+                turn = P.chat_turn(c.instruction, inst.input)
+                if turn in answered:  # a self-contained task's instances all ask the same: answer once
+                    asked[turn].append((c, k))
+                    settle(c, k, turn)
+                elif turn in asked:
+                    asked[turn].append((c, k))
+                else:
+                    asked[turn] = [(c, k)]
+                    queue.append((turn, answer_params, lambda out, turn=turn: on_answer(turn, out)))
+
+        def on_instances(c: Candidate, out: Completion) -> None:
+            c.instances = P.parse_instances(out.text, c.is_classification, self.lang)
+            if self._input_free(c):
+                c.instances = [Instance("", i.output) for i in c.instances]
+            cut = out.meta.get("finish_reason") == "length"
+            c.instance_cut = [cut and k == len(c.instances) - 1 for k in range(len(c.instances))]
+            ask(c)
+
+        if self.cfg.style == "self-instruct":
+            rng = random.Random(self._seed(r, b, "demos"))
+            instance_params = _params(self.cfg.instances, P.instance_stops(self.lang))
+            for c in cands:
+                demos = self._demos(rng, c.is_classification)  # drawn for every candidate: the rng stays in step
+                if self._self_contained(c):
+                    # No input to write, and the chat reply writes the output: no instance prompt.
+                    c.instances, c.instance_cut = [Instance("", "")], [False]
+                    ask(c)
+                    continue
+                c.demo_labels = frozenset(norm_label(i.output) for d in demos for i in d.instances)
+                prompt = P.build_instance_prompt(c.instruction, demos, c.is_classification, self.lang)
+                queue.append((prompt, instance_params, lambda out, c=c: on_instances(c, out)))
+        else:
+            for c in cands:
+                ask(c)
+        call = 0
+        while queue:
+            batch, queue = queue, []
+            outs = self._generate([q[0] for q in batch], [q[1] for q in batch], self._seed(r, b, f"queue {call}"))
+            for (_, _, done), out in zip(batch, outs):
+                done(out)
+            call += 1
+
+    def _check_key(self, c: Candidate, k: int, turn: str, out: Completion) -> dict | None:
+        """What consistency samples must repeat of this answer; None when it is not checked.
+
+        Checkable: the last number of an answer to a question asking for one ("How many ...",
+        "Calculate ..."), or the terms a short answer adds to a question with no input ("Paris"); a
+        rewrite or summary of an input may say the same in other words, so it is not checked. A 135M
+        model's arithmetic is noise: its sampled answers to "What is the sum of the squares of 1 to 6?"
+        end on 6, 1 and 5; to "How many days of the week are there?" on 7 and 7.
+        """
+        check, on = self.cfg.consistency, self.cfg.filters.instance
+        if not check.samples or "unstable_answer" not in on or out.meta.get("finish_reason") == "length":
+            return None
+        if "wrong_arithmetic" in on and wrong_arithmetic(out.text, turn):
+            return None  # dropped anyway: not worth sampling for
+        n = final_number(out.text) if self.lang.re["asks_number"].search(c.instruction) else None
+        if n is not None:
+            return {"number": n}
+        if not c.instances[k].input and any(q in c.instruction for q in self.lang["question_marks"]) \
+                and 0 < count_units(out.text, self.lang) <= check.short_answer:
+            terms = answer_terms(out.text, turn)
+            return {"terms": sorted(terms)} if terms else None
+        return None
+
+    @staticmethod
+    def _verdict(key: dict, samples: list[str]) -> dict:
+        """agreed: at least one sample ends on the same number, or holds every term of the answer."""
+        if "number" in key:
+            numbers = [final_number(t) for t in samples]
+            return {"samples": numbers, "agreed": any(same_number(key["number"], n) for n in numbers)}
+        return {"samples": [t.strip() for t in samples],
+                "agreed": any(set(key["terms"]) <= {w.lower() for w in tokens(t)} for t in samples)}
 
     def _classify_unknown_seeds(self) -> None:
         """Seeds whose file left is_classification unknown get it decided once, then saved."""
@@ -354,6 +465,8 @@ class Pipeline:
         }
         if self.response == "chat":
             meta["answers"] = dataclasses.asdict(cfg.answers)
+        if c.checks:
+            meta["consistency"] = {**dataclasses.asdict(cfg.consistency), "checks": c.checks}
         return Task(id=c.id, instruction=c.instruction, instances=c.instances,
                     is_classification=c.is_classification, origin="machine", meta=meta)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -58,7 +59,7 @@ class CrashingLM(FakeLM):
         return super().generate(prompts, params, seed)
 
 
-@pytest.mark.parametrize("crash_at", [1, 2, 5, 9, 14])
+@pytest.mark.parametrize("crash_at", [1, 2, 5, 9, 12])
 def test_crash_then_resume_equals_uninterrupted(tmp_path, crash_at):
     seeds = make_seeds()
     run_job(cfg_for(tmp_path / "ref"), seeds)
@@ -278,12 +279,61 @@ def test_foreign_labels_are_rejected_in_the_pipeline(tmp_path):
 
 
 def test_self_contained_task_in_chat_mode_skips_the_instance_prompt(tmp_path):
-    lm = FakeLM(replies=[" What is the capital of France?", "Paris is the capital of France."])
+    # greedy answer, then the two consistency samples a short answer to a question gets
+    lm = FakeLM(replies=[" What is the capital of France?", "Paris is the capital of France.", "France: Paris.", "Lyon"])
     run_job(_one_prompt_cfg(tmp_path), make_seeds(), lm=lm)
     kinds = [p[:20] for p, _, _ in lm.history]
     assert not any(p.startswith((P.INPUT_FIRST_HEADER, P.OUTPUT_FIRST_HEADER)) for p, _, _ in lm.history), kinds
     [t] = rows(tmp_path / "run/tasks.jsonl")
     assert t["instances"] == [{"input": "", "output": "Paris is the capital of France."}]
+    [check] = t["meta"]["consistency"]["checks"]
+    assert check == {"input": "", "terms": ["paris"], "samples": ["France: Paris.", "Lyon"], "agreed": True}
+
+
+def _answer_job(tmp_path, question: str, greedy: str, *samples: str, **over):
+    lm = FakeLM(replies=[f" {question}", greedy, *samples])
+    run_job(_one_prompt_cfg(tmp_path, **over), make_seeds(), lm=lm)
+    return lm, rows(tmp_path / "run/tasks.jsonl"), rows(tmp_path / "run/rejected.jsonl")
+
+
+def test_quantity_answer_that_no_sample_repeats_is_rejected_as_unstable(tmp_path):
+    lm, accepted, rejected = _answer_job(
+        tmp_path, "What is the sum of the squares of 1 to 6?",
+        "Squaring and adding gives 1, 4, 9, 16, 25, 36, so the sum is 92.", "The sum is 91.", "It is 21.")
+    assert accepted == []
+    [r] = [r for r in rejected if r["text"].startswith("What is the sum")]
+    assert (r["stage"], r["reason"]) == ("instances", "unstable_answer")
+    sampled = [params for _, params, _ in lm.history if params.chat and params.temperature > 0]
+    assert len(sampled) == 2 and all((p.temperature, p.top_p) == (0.5, 0.9) for p in sampled)
+
+
+def test_quantity_answer_repeated_by_a_sample_is_kept_with_its_check(tmp_path):
+    _, [t], _ = _answer_job(tmp_path, "How many days of the week are there?", "There are 7 days in a week.",
+                            "A week has 7 days.", "Ten.")
+    assert t["meta"]["consistency"]["checks"] == [
+        {"input": "", "number": 7.0, "samples": [7.0, None], "agreed": True}]
+    assert t["meta"]["consistency"]["samples"] == 2
+
+
+def test_consistency_off_samples_nothing(tmp_path):
+    lm, [t], _ = _answer_job(tmp_path, "How many days of the week are there?", "There are 8 days in a week.",
+                             consistency__samples=0)
+    assert not any(params.temperature > 0 for _, params, _ in lm.history if params.chat)
+    assert "consistency" not in t["meta"]
+
+
+def test_wrong_arithmetic_is_rejected_without_sampling(tmp_path):
+    lm, accepted, rejected = _answer_job(tmp_path, "How much is 9 times 8?", "We multiply: 9 * 8 = 64.")
+    assert accepted == [] and [r["reason"] for r in rejected if r["stage"] == "instances"] == ["wrong_arithmetic"]
+    assert not any(params.temperature > 0 for _, params, _ in lm.history if params.chat)
+
+
+def test_long_answers_and_rewrites_are_not_sampled(tmp_path):
+    long = ("Start with the one thing the reader must do, say why it matters in a sentence, give the "
+            "date it is due, name who can help, keep each paragraph short, and end by thanking them.")
+    lm, [t], _ = _answer_job(tmp_path, "How should I write a clear email?", long)
+    assert "consistency" not in t["meta"] and t["instances"][0]["output"] == long
+    assert not any(params.temperature > 0 for _, params, _ in lm.history if params.chat)
 
 
 def test_alpaca_style_drops_inputs_of_self_contained_instructions(tmp_path):
@@ -294,3 +344,51 @@ def test_alpaca_style_drops_inputs_of_self_contained_instructions(tmp_path):
     got = {t["instruction"]: t["instances"] for t in rows(tmp_path / "run/tasks.jsonl")}
     assert got == {"What is the capital of France?": [{"input": "", "output": "Paris"}],
                    "Summarize the following text.": [{"input": "The cat sat on the mat.", "output": "A cat sat."}]}
+
+
+def test_instance_prompts_and_answers_of_a_batch_share_one_queue(tmp_path):
+    """Issue 7: an answer that needs no generated input rides with the instance prompts, not after them."""
+    lm = FakeLM(replies=[" What is the capital of France?\nTask 10: Summarize the following text"])
+    run_job(_one_prompt_cfg(tmp_path, consistency__samples=0), make_seeds(), lm=lm)
+    calls: dict[int, list] = {}
+    for prompt, params, seed in lm.history:  # one seed per generate call
+        calls.setdefault(seed, []).append((prompt, params))
+    _, first, second = calls.values()
+    assert sorted((params.chat, prompt.startswith(P.INPUT_FIRST_HEADER)) for prompt, params in first) == [
+        (False, True), (True, False)]
+    assert [p for p, params in first if params.chat] == ["What is the capital of France?"]
+    assert second and all(params.chat and turn.startswith("Summarize the following text") for turn, params in second)
+    got = {t["instruction"] for t in rows(tmp_path / "run/tasks.jsonl")}
+    assert got == {"What is the capital of France?", "Summarize the following text"}
+
+
+def test_a_common_opening_is_capped_at_its_share_of_the_pool(tmp_path):
+    questions = ["What is the most expensive car ever sold at an auction?",
+                 "What is the most popular sport among teenagers in Brazil?",
+                 "What is the most spoken language in India today?",
+                 "What is the most visited museum in Europe each year?",
+                 "How do I keep basil fresh for a week?"]
+    reply = " " + questions[0] + "".join(f"\nTask {9 + i}: {q}" for i, q in enumerate(questions[1:], 1))
+    run_job(_one_prompt_cfg(tmp_path, prompt__new_per_prompt=5, consistency__samples=0), make_seeds(),
+            lm=FakeLM(replies=[reply]))
+    accepted, rejected = rows(tmp_path / "run/tasks.jsonl"), rows(tmp_path / "run/rejected.jsonl")
+    capped = [r for r in rejected if r["reason"] == "common_opening"]
+    assert [(r["text"], r["opening"], r["count"]) for r in capped] == [(questions[3], "what is the most", 3)]
+    assert {t["instruction"] for t in accepted} == set(questions) - {questions[3]}
+
+
+@pytest.mark.parametrize("crash_at", [3, 7])
+def test_resume_with_capped_openings_equals_uninterrupted(tmp_path, crash_at):
+    """Openings are counted from accepted tasks only, so a resumed run caps exactly as an uninterrupted one."""
+    seeds = make_seeds()
+    over = {"novelty__opening_words": 1, "target": 30}  # the fake's ten verbs: the cap bites every batch
+    run_job(cfg_for(tmp_path / "ref", **over), seeds)
+    assert any(json.loads(l)["reason"] == "common_opening" for l in open(tmp_path / "ref/run/rejected.jsonl"))
+    cfg = cfg_for(tmp_path / "x", **over)
+    store = RunStore.create(cfg.output_dir, "", cfg.fingerprint())
+    with pytest.raises(Crash):
+        run_job(cfg, seeds, lm=CrashingLM(crash_at), store=store)
+    release(store)
+    run_job(cfg, seeds)
+    for name in ("tasks.jsonl", "rejected.jsonl"):
+        assert (tmp_path / "x/run" / name).read_bytes() == (tmp_path / "ref/run" / name).read_bytes()

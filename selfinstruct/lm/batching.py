@@ -151,11 +151,12 @@ class SlotBatcher:
         return bool(cache.layers) and all(type(layer) is DynamicLayer for layer in cache.layers)
 
     def run(self, prompts: list[list[int]], order: list[int], rules: RowRules | list[RowRules], seed: int,
-            slots: int) -> list[Finished]:
-        """Every prompt's completion, admitted in `order`, at most `slots` rows per forward pass.
+            slots: int) -> dict[int, Finished]:
+        """The completion of each prompt in `order` (admitted in that order), at most `slots` rows per pass.
 
-        `rules` holds for every prompt, or is one per prompt: rows of different stages (greedy instance
-        prompts, sampled answers) then share the batch, each sampled and stopped by its own rules.
+        `rules` holds for every prompt, or is one per prompt: rows of different stages (greedy answers,
+        sampled consistency checks) then share the batch, each sampled and stopped by its own rules.
+        A row's generator is seeded from its index in `prompts`, so running a subset gives the same rows.
         """
         import torch
 
@@ -183,7 +184,7 @@ class SlotBatcher:
                              **{self._cache_kw: cache}, **self._keep)
             self.steps += 1
             cache, mask, rows = self._advance(out.logits, rows, cache, mask, done)
-        return [done[i] for i in range(len(prompts))]
+        return done
 
     def _prefill(self, prompts, new: list[int], rules: list[RowRules], seed: int, done: dict):
         """Prompts `new` through one forward pass; rows that end on their first token go straight to `done`."""

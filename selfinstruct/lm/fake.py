@@ -86,8 +86,8 @@ def synthesize(prompt: str, seed: int, chat: bool = False) -> str:
         zh = _synthesize_zh(prompt, rng, chat)
         if zh is not None:
             return zh
-    if chat:  # an assistant's reply to a user turn
-        return f"Here is my answer about the {' and the '.join(rng.sample(_WORDS, 2))}."
+    if chat:  # an assistant's reply to a user turn: a sure one, the same whatever the seed (self-consistent)
+        return f"Here is my answer about the {' and the '.join(_rng(0, prompt).sample(_WORDS, 2))}."
     if prompt.startswith(P.INSTRUCTION_HEADER):
         examples = re.findall(r"^Task \d+: (.*)$", prompt, re.MULTILINE)
         n = len(examples) + 1
