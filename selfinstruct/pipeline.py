@@ -412,7 +412,7 @@ class Pipeline:
         "Calculate ..."), or the terms a short answer adds to a question with no input ("Paris"); a
         rewrite or summary of an input may say the same in other words, so it is not checked. A 135M
         model's arithmetic is noise: its sampled answers to "What is the sum of the squares of 1 to 6?"
-        end on 6, 1 and 5; to "How many days of the week are there?" on 7 and 7.
+        end on 6, 9 and 2; to "How many days of the week are there?" on 7, 10 and 7 (kept).
         """
         check, on = self.cfg.consistency, self.cfg.filters.instance
         if not check.samples or "unstable_answer" not in on or out.meta.get("finish_reason") == "length":
