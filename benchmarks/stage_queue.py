@@ -34,6 +34,7 @@ from generation import machine_line  # noqa: E402
 
 from selfinstruct import config as C  # noqa: E402
 from selfinstruct import prompts as P  # noqa: E402
+from selfinstruct.consistency import sample_params  # noqa: E402
 from selfinstruct.language import load as load_language  # noqa: E402
 from selfinstruct.lm.base import Completion, GenerationParams, apply_stop, decode_whole_chars  # noqa: E402
 from selfinstruct.pipeline import _params  # noqa: E402
@@ -73,14 +74,12 @@ def main() -> int:
     plain = [s for s in seeds if not s.is_classification]
     instance = _params(cfg.instances, P.instance_stops(lang))
     answer = _params(cfg.answers, (), chat=True)
-    k = cfg.consistency
-    sample = GenerationParams(cfg.answers.max_new_tokens, k.temperature, k.top_p, (), cfg.answers.repetition_penalty,
-                              cfg.answers.no_repeat_ngram_size, True)
+    sample = sample_params(cfg)
     picks = rng.sample(plain, 20)
     inst = [P.build_instance_prompt(s.instruction, rng.sample(plain, cfg.prompt.instance_examples), False, lang)
             for s in picks[:4]]
     turns = [P.chat_turn(s.instruction, "") for s in picks[4:12]]
-    checks = [P.chat_turn(s.instruction, "") for s in picks[12:16] for _ in range(k.samples)]
+    checks = [P.chat_turn(s.instruction, "") for s in picks[12:16] for _ in range(cfg.consistency.samples)]
     mixes = {"call 1: instance prompts + answers": [(inst, instance), (turns, answer)],
              "call 2: answers + consistency samples": [(turns, answer), (checks, sample)]}
     print(machine_line(lm) + f"; {lm.batch_size} slots; min of {args.reps} alternating reps")

@@ -6,7 +6,6 @@ belongs to (`Context`). Cheap filters run first; every drop is counted by its re
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import functools
 import re
@@ -16,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
+from selfinstruct.arithmetic import wrong_arithmetic
 from selfinstruct.language import Language, count_units, english, language_share, tokens
 from selfinstruct.records import Instance
 
@@ -228,111 +228,19 @@ def is_repetitive(text: str, min_chars: int = 80, max_ratio: float = 0.25) -> bo
 _LIST_MARK = re.compile(r"^\s*(?:[-*•]+|\(?\d+[.):]|\(?[a-z][.)])\s*", re.IGNORECASE)
 
 
+def strip_list_marker(line: str) -> str:
+    """The line without its list marker ("2. ", "- ", "b) ")."""
+    return _LIST_MARK.sub("", line)
+
+
 def is_looping(text: str, min_repeats: int = 3) -> bool:
     """One line again and again with only its list number changed ("2. 20 / 10 = 2.", "3. 20 / 10 = 2.").
 
     Lines are compared after dropping their list marker, so a list of one item repeated counts too.
     """
-    lines = [" ".join(_LIST_MARK.sub("", line).lower().split()) for line in text.split("\n")]
+    lines = [" ".join(strip_list_marker(line).lower().split()) for line in text.split("\n")]
     counts = Counter(x for x in lines if x)
     return bool(counts) and counts.most_common(1)[0][1] >= min_repeats
-
-
-# ---- arithmetic claims ("9 * 8 = 64") ----
-
-_NUM = r"\$?\d{1,3}(?:,\d{3})+(?:\.\d+)?|\$?\d+(?:\.\d+)?"
-_TERM = rf"\(*\s*-?\s*(?:{_NUM})\s*\)*"
-_OP = r"\s*(?:[-+*/×÷^]|\s[x·]\s)\s*"
-_EXPR = rf"{_TERM}(?:{_OP}{_TERM})*"
-# A chain of expressions joined by "=", not part of a longer formula (variables, "...", percentages).
-_BEFORE = r"\w.^*/+\-=$×÷%"
-_CLAIM = re.compile(rf"(?<![{_BEFORE}])(?<![-^*/+=×÷]\s){_EXPR}(?:\s*=\s*{_EXPR})+(?![\w.]*\w|%|\s*[-+*/×÷^(%])")
-_CLAIM_END = re.compile(r"\.\s*$")
-
-
-def _evaluate(expr: str) -> float | None:
-    """The value of a +-*/^ expression over plain numbers; None when it is not one or is too large."""
-    text = expr.replace("$", "").replace(",", "").replace("×", "*").replace("·", "*").replace("÷", "/")
-    text = re.sub(r"\sx\s", "*", text).replace("^", "**")
-    if not re.fullmatch(r"[\d.\s+\-*/()]+", text):
-        return None
-    try:
-        node = ast.parse(text.strip(), mode="eval").body
-    except (SyntaxError, ValueError):
-        return None
-
-    def ev(n) -> float:
-        if isinstance(n, ast.Constant) and isinstance(n.value, (int, float)):
-            return float(n.value)
-        if isinstance(n, ast.UnaryOp) and isinstance(n.op, (ast.USub, ast.UAdd)):
-            v = ev(n.operand)
-            return -v if isinstance(n.op, ast.USub) else v
-        if isinstance(n, ast.BinOp) and type(n.op) in _BINOPS:
-            a, b = ev(n.left), ev(n.right)
-            if isinstance(n.op, ast.Pow) and (abs(b) > 64 or abs(a) > 1e6):
-                raise OverflowError
-            return _BINOPS[type(n.op)](a, b)
-        raise ValueError
-
-    try:
-        value = ev(node)
-    except (ValueError, OverflowError, ZeroDivisionError):
-        return None
-    return value if abs(value) < 1e15 else None
-
-
-_BINOPS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
-           ast.Div: lambda a, b: a / b, ast.Pow: lambda a, b: a ** b}
-
-
-def _agree(a: str, va: float, b: str, vb: float) -> bool:
-    """Equal up to the precision the sides were written with (3.33 stands for 10 / 3)."""
-    places = max((len(m) for side in (a, b) if not re.search(r"[-+*/×÷^]|\sx\s", side.strip().lstrip("-"))
-                  for m in re.findall(r"\.(\d+)", side)), default=0)
-    return abs(va - vb) <= (0.5 * 10 ** -places if places else 0) + 1e-9 * max(1.0, abs(va), abs(vb))
-
-
-def wrong_arithmetic(text: str, context: str = "") -> str | None:
-    """The first claim "a op b = c" in `text` that does not hold ("9 * 8 = 64"); None when all hold.
-
-    Only chains of plain numbers are checked, with at least one operator; claims also written in
-    `context` (the instruction and input: "Is 2 + 2 = 5?") are the task's, not the answer's.
-    """
-    for m in _CLAIM.finditer(text):
-        claim = _CLAIM_END.sub("", m.group(0).strip())
-        if claim in context:
-            continue
-        sides = [s.strip() for s in claim.split("=")]
-        if not any(re.search(r"\d\s*(?:[-+*/×÷^]|\sx\s)\s*[\d($(-]", s) for s in sides):
-            continue
-        values = [_evaluate(s) for s in sides]
-        for (a, va), (b, vb) in zip(zip(sides, values), zip(sides[1:], values[1:])):
-            if va is not None and vb is not None and not _agree(a, va, b, vb):
-                return claim
-    return None
-
-
-_LINE_MARK = re.compile(r"^\s*(?:[-*•]+|\(?\d+[.):])\s*", re.MULTILINE)
-_ANY_NUM = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?")
-
-
-def final_number(text: str) -> float | None:
-    """The last number an answer states, list numbers aside ("... so the ball costs $0.05." -> 0.05)."""
-    found = _ANY_NUM.findall(_LINE_MARK.sub("", text))
-    return float(found[-1].replace(",", "")) if found else None
-
-
-def same_number(a: float | None, b: float | None) -> bool:
-    return a is not None and b is not None and abs(a - b) <= 1e-6 * max(1.0, abs(a), abs(b))
-
-
-def answer_terms(answer: str, question: str) -> frozenset[str]:
-    """What a short answer adds to its question: its words (CJK: characters) that the question lacks.
-
-    "The capital of France is Paris." to "What is the capital of France?" -> {"paris"}.
-    """
-    asked = {t.lower() for t in tokens(question)}
-    return frozenset(t.lower() for t in tokens(answer) if t.lower() not in asked)
 
 
 # An output that is only a list marker, a field name or a placeholder.

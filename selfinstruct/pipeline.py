@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from selfinstruct import prompts as P
 from selfinstruct.config import Config, SamplingConfig
 from selfinstruct.errors import ModelError, Stopped
-from selfinstruct.filters import (Context, answer_terms, check_instruction, filter_instances, final_number,
-                                 norm_label, same_number, wrong_arithmetic)
-from selfinstruct.language import count_units, tokens
+from selfinstruct import consistency as C
+from selfinstruct.filters import Context, check_instruction, filter_instances, norm_label
+from selfinstruct.language import tokens
 from selfinstruct.language import load as load_language
 from selfinstruct.lm.base import LM, Completion, GenerationParams
 from selfinstruct.mix import derive_seed, human_fraction, sample_examples
@@ -134,7 +134,8 @@ class Pipeline:
     def _seed(self, round_no: int, batch: int, purpose: str) -> int:
         return derive_seed(self.cfg.seed, round_no, batch, purpose)
 
-    def _generate(self, prompts: list[str], params: GenerationParams, seed: int) -> list[Completion]:
+    def _generate(self, prompts: list[str], params: GenerationParams | list[GenerationParams],
+                  seed: int) -> list[Completion]:
         if not prompts:
             return []
         started = time.perf_counter()
@@ -327,10 +328,7 @@ class Pipeline:
         answer_params = _params(self.cfg.answers, (), chat=True)
         asked: dict[str, list[tuple[Candidate, int]]] = {}  # chat turn -> instances waiting on its answer
         answered: dict[str, Completion] = {}
-        check = self.cfg.consistency
-        sample_params = GenerationParams(self.cfg.answers.max_new_tokens, check.temperature, check.top_p, (),
-                                         self.cfg.answers.repetition_penalty, self.cfg.answers.no_repeat_ngram_size,
-                                         True)
+        check, sample_params = self.cfg.consistency, C.sample_params(self.cfg)
 
         def settle(c: Candidate, k: int, turn: str) -> None:
             out = answered[turn]
@@ -342,7 +340,7 @@ class Pipeline:
             for c, k in asked[turn]:
                 settle(c, k, turn)
             c, k = asked[turn][0]
-            key = self._check_key(c, k, turn, out)
+            key = C.check_key(self.cfg, self.lang, c.instruction, c.instances[k].input, turn, out)
             if key is None:
                 return
             samples: list[str] = []
@@ -350,7 +348,7 @@ class Pipeline:
             def on_sample(o: Completion) -> None:
                 samples.append(o.text)
                 if len(samples) == check.samples:
-                    verdict = {**key, **self._verdict(key, samples)}
+                    verdict = {**key, **C.verdict(key, samples)}
                     for c2, k2 in asked[turn]:
                         c2.instance_unstable[k2] = not verdict["agreed"]
                         c2.checks.append({"input": c2.instances[k2].input, **verdict})
@@ -404,38 +402,6 @@ class Pipeline:
             for (_, _, done), out in zip(batch, outs):
                 done(out)
             call += 1
-
-    def _check_key(self, c: Candidate, k: int, turn: str, out: Completion) -> dict | None:
-        """What consistency samples must repeat of this answer; None when it is not checked.
-
-        Checkable: the last number of an answer to a question asking for one ("How many ...",
-        "Calculate ..."), or the terms a short answer adds to a question with no input ("Paris"); a
-        rewrite or summary of an input may say the same in other words, so it is not checked. A 135M
-        model's arithmetic is noise: its sampled answers to "What is the sum of the squares of 1 to 6?"
-        end on 6, 9 and 2; to "How many days of the week are there?" on 7, 10 and 7 (kept).
-        """
-        check, on = self.cfg.consistency, self.cfg.filters.instance
-        if not check.samples or "unstable_answer" not in on or out.meta.get("finish_reason") == "length":
-            return None
-        if "wrong_arithmetic" in on and wrong_arithmetic(out.text, turn):
-            return None  # dropped anyway: not worth sampling for
-        n = final_number(out.text) if self.lang.re["asks_number"].search(c.instruction) else None
-        if n is not None:
-            return {"number": n}
-        if not c.instances[k].input and any(q in c.instruction for q in self.lang["question_marks"]) \
-                and 0 < count_units(out.text, self.lang) <= check.short_answer:
-            terms = answer_terms(out.text, turn)
-            return {"terms": sorted(terms)} if terms else None
-        return None
-
-    @staticmethod
-    def _verdict(key: dict, samples: list[str]) -> dict:
-        """agreed: at least one sample ends on the same number, or holds every term of the answer."""
-        if "number" in key:
-            numbers = [final_number(t) for t in samples]
-            return {"samples": numbers, "agreed": any(same_number(key["number"], n) for n in numbers)}
-        return {"samples": [t.strip() for t in samples],
-                "agreed": any(set(key["terms"]) <= {w.lower() for w in tokens(t)} for t in samples)}
 
     def _classify_unknown_seeds(self) -> None:
         """Seeds whose file left is_classification unknown get it decided once, then saved."""

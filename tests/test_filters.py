@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from selfinstruct import config as C
+from selfinstruct import consistency
 from selfinstruct import filters as F
 from selfinstruct.records import Instance
 
@@ -512,13 +513,13 @@ def test_wrong_arithmetic_quoted_from_the_task_is_not_the_answers():
     ("No number here.", None),
 ])
 def test_final_number(text, number):
-    assert F.final_number(text) == number
+    assert consistency.final_number(text) == number
 
 
 def test_answer_terms_are_what_the_answer_adds():
-    assert F.answer_terms("The capital of France is Paris.", "What is the capital of France?") == {"paris"}
-    assert F.answer_terms("北京是中国的首都。", "中国的首都是哪里？") == {"北", "京"}
-    assert F.answer_terms("France.", "Which country has Paris as capital, France?") == frozenset()
+    assert consistency.answer_terms("The capital of France is Paris.", "What is the capital of France?") == {"paris"}
+    assert consistency.answer_terms("北京是中国的首都。", "中国的首都是哪里？") == {"北", "京"}
+    assert consistency.answer_terms("France.", "Which country has Paris as capital, France?") == frozenset()
 
 
 def test_unstable_answer_comes_from_the_pipelines_flag():

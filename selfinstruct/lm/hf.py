@@ -439,8 +439,8 @@ class HFBackend:
         """Rows of any settings share the slots, except that chat turns and few-shot prompts take turns.
 
         The cache is left-padded to its longest row, so a short chat turn batched with few-shot prompts
-        five times its length would carry their width through every decode step: measured on the
-        bundled model, mixing them ran at half the tok/s of running them one kind after the other.
+        ten times its length would carry their width through every decode step: on the bundled model
+        mixing them ran at 0.23 of the speed of one kind after the other (benchmarks/stage_queue.py).
         """
         from selfinstruct.lm.batching import RowRules
 
