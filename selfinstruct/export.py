@@ -163,7 +163,7 @@ def _audit_lines(root: Path) -> list[str]:
     except AuditError as e:
         return [f"{AUDIT} could not be read ({e}); no rates given."]
     if not rows:
-        return [f"No hand audit yet (`selfinstruct audit RUN_DIR --sample 50` grades a sample with the "
+        return ["No hand audit yet (`selfinstruct audit RUN_DIR --sample 50` grades a sample with the "
                 "Self-Instruct paper's three questions)."]
     answers = latest(rows)
     return [f"Hand audit of {len(answers)} sampled tasks (the Self-Instruct paper's three questions; "
