@@ -1,7 +1,8 @@
 """Generated tok/s against model.concurrency with the openai backend and a local `transformers serve`.
 
 Usage: python benchmarks/serve.py [--prompts 16] [--max-new-tokens 64] [--concurrency 1,4,16]
-                                  [--serve-args "--continuous-batching"] [--model DIR]
+                                  [--serve-args "--continuous-batching"] [--model DIR] [--num-examples 8]
+                                  [--in-process]
 
 Starts `transformers serve` on 127.0.0.1 with the bundled model (its converted safetensors directory under
 ~/.cache/selfinstruct; --model for another directory), sends --prompts instruction-generation prompts built
@@ -64,6 +65,10 @@ def main() -> int:
     ap.add_argument("--concurrency", default="1,4,16")
     ap.add_argument("--serve-args", default="", help="extra `transformers serve` flags, e.g. --continuous-batching")
     ap.add_argument("--model", default="", help="a model directory (default: the bundled model, converted)")
+    ap.add_argument("--num-examples", type=int, default=C.Config().prompt.num_examples,
+                    help="few-shot examples per prompt (fewer for a model with a short context)")
+    ap.add_argument("--in-process", action="store_true",
+                    help="also time the hf backend on the same prompts in this process, after the server stops")
     a = ap.parse_args()
     import torch
     import transformers
@@ -74,9 +79,9 @@ def main() -> int:
     cfg = C.Config()
     seeds = load_seeds(str(Path(__file__).resolve().parents[1] / "seed_tasks.jsonl"))
     rng = random.Random(derive_seed(cfg.seed, 1, 0, "examples"))
-    prompts = [P.build_instruction_prompt(sample_examples(rng, seeds, [], cfg.prompt.num_examples, 1.0))
+    prompts = [P.build_instruction_prompt(sample_examples(rng, seeds, [], a.num_examples, 1.0))
                for _ in range(a.prompts)]
-    stops = P.instruction_stops(cfg.prompt.num_examples, cfg.prompt.new_per_prompt)
+    stops = P.instruction_stops(a.num_examples, cfg.prompt.new_per_prompt)
     params = GenerationParams(a.max_new_tokens, 0.0, 1.0, stops)  # greedy: the same work at every level
 
     proc, url = start_server(model, shlex.split(a.serve_args))
@@ -98,10 +103,21 @@ def main() -> int:
             tokens = sum(o.completion_tokens for o in out)
             rate = tokens / wall
             base = base or rate
-            print(f"| {c} | {tokens} | {wall:.1f} | {rate:.1f} | {rate / base:.2f} |", flush=True)
+            print(f"| {c} | {tokens} | {wall:.2f} | {rate:.1f} | {rate / base:.2f} |", flush=True)
     finally:
         proc.terminate()
         proc.wait(30)
+    if a.in_process:  # the same prompts and settings without HTTP, the server gone: what the hf backend does
+        from selfinstruct.lm.hf import HFBackend
+
+        lm = HFBackend(model, batch_size=len(prompts))
+        lm.generate(prompts[:1], GenerationParams(4), 0)
+        start = time.perf_counter()
+        out = lm.generate(prompts, params, seed=0)
+        wall = time.perf_counter() - start
+        tokens = sum(o.completion_tokens for o in out)
+        print(f"| in process (hf backend, batch_size {len(prompts)}) | {tokens} | {wall:.2f} | {tokens / wall:.1f} "
+              f"| {tokens / wall / base:.2f} |")
     return 0
 
 

@@ -1,9 +1,12 @@
 """CPU benchmarks must run on a tiny local model and print every row they promise, with numbers that add up."""
 
+import importlib.util
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,3 +25,22 @@ def test_stage_queue_benchmark_prints_three_ways_per_mix(tiny_model_dir):
             secs, ratio = float(r[3]), float(r[5])
             assert secs > 0 and abs(ratio - base / secs) <= 0.01 + 0.05 * ratio  # printed with rounding
     assert {r[1].strip() for r in rows[:3]} == {"12"} and {r[1].strip() for r in rows[3:]} == {"16"}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not all(importlib.util.find_spec(m) for m in ("fastapi", "uvicorn", "openai")),
+                    reason="transformers serving extra not installed (pip install -e '.[serving]')")
+def test_serve_benchmark_prints_each_concurrency_and_the_in_process_row(tiny_model_dir):
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks/serve.py"), "--model", str(tiny_model_dir),
+                          "--prompts", "3", "--max-new-tokens", "4", "--concurrency", "1,3", "--in-process",
+                          "--num-examples", "2"],  # the tiny model's context is 512 tokens
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [line.strip("|").split("|") for line in out.stdout.splitlines() if re.match(r"\| (\d|in process)", line)]
+    assert [r[0].strip()[:10] for r in rows] == ["1", "3", "in process"]
+    base = float(rows[0][3])
+    for r in rows:
+        tokens, secs, rate, ratio = int(r[1]), float(r[2]), float(r[3]), float(r[4])
+        assert 0 < tokens <= 3 * 4 and secs > 0
+        assert tokens / (secs + 0.005) - 0.05 <= rate <= tokens / max(secs - 0.005, 1e-3) + 0.05  # wall to 0.01 s
+        assert abs(ratio - rate / base) <= 0.01 + 0.05 * ratio
