@@ -1,6 +1,8 @@
 """CPU benchmarks must run on a tiny local model and print every row they promise, with numbers that add up."""
 
+import csv
 import importlib.util
+import json
 import re
 import subprocess
 import sys
@@ -44,3 +46,37 @@ def test_serve_benchmark_prints_each_concurrency_and_the_in_process_row(tiny_mod
         assert 0 < tokens <= 3 * 4 and secs > 0
         assert tokens / (secs + 0.005) - 0.05 <= rate <= tokens / max(secs - 0.005, 1e-3) + 0.05  # wall to 0.01 s
         assert abs(ratio - rate / base) <= 0.01 + 0.05 * ratio
+
+
+def test_answer_ceiling_scores_a_graded_sheet(tmp_path):
+    sheet = tmp_path / "sheet.csv"
+    with open(sheet, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "instruction", "input", "reference", "answer", "acceptable"])
+        w.writerows([["a", "i", "", "r", "x", "y"], ["b", "i", "", "r", "x", "n"], ["c", "i", "", "r", "x", "yes"],
+                     ["d", "i", "", "r", "x", ""]])  # d is not graded yet
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks/answer_ceiling.py"), "--score", str(sheet)],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "2/3 = 66.7%" in out.stdout
+    with open(sheet, "a", newline="") as f:
+        csv.writer(f).writerow(["e", "i", "", "r", "x", "maybe"])
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks/answer_ceiling.py"), "--score", str(sheet)],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode != 0 and "'maybe'" in out.stderr
+
+
+def test_answer_ceiling_answers_open_seed_tasks_in_chat(tiny_model_dir, tmp_path):
+    sheet = tmp_path / "sheet.csv"
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks/answer_ceiling.py"), "--sample", "3", "-o", str(sheet),
+                          f"model.name={tiny_model_dir}", "answers.max_new_tokens=4"],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    with open(sheet, newline="") as f:
+        rows = list(csv.DictReader(f))
+    seeds = {json.loads(line)["id"]: json.loads(line) for line in (ROOT / "seed_tasks.jsonl").read_text().splitlines()}
+    assert len(rows) == 3 and len({r["id"] for r in rows}) == 3
+    for r in rows:
+        seed = seeds[r["id"]]
+        assert seed["is_classification"] is False and r["instruction"] == seed["instruction"]
+        assert r["reference"] == seed["instances"][0]["output"] and r["acceptable"] == ""
