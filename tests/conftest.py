@@ -44,9 +44,10 @@ CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-TINY_CONFIG = dict(  # a Llama with every dimension as small as it goes while still doing real attention
+TINY_CONFIG = dict(  # a Llama with every dimension as small as it goes while still doing real attention;
+    # a context long enough for an alpaca prompt (~1,200 of its tokens), which `transformers serve` enforces
     hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-    max_position_embeddings=512, rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=True,
+    max_position_embeddings=2048, rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=True,
 )
 
 
