@@ -38,7 +38,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from selfinstruct import config as C  # noqa: E402
 from selfinstruct import prompts as P  # noqa: E402
 from selfinstruct.language import load as load_language  # noqa: E402
-from selfinstruct.lm.base import Completion, GenerationParams  # noqa: E402
+from selfinstruct.lm.base import Completion, GenerationParams, per_prompt  # noqa: E402
 from selfinstruct.mix import derive_seed, human_fraction, sample_examples  # noqa: E402
 from selfinstruct.records import Instance, Task, load_seeds  # noqa: E402
 
@@ -124,7 +124,8 @@ class RecordingLM:
         start = time.perf_counter()
         out = self.lm.generate(prompts, params, seed)
         self.seconds += time.perf_counter() - start
-        self.generated.setdefault((params.stop, params.chat), []).extend(out)
+        for p, c in zip(per_prompt(params, len(prompts)), out):  # one call may hold several stages
+            self.generated.setdefault((p.stop, p.chat), []).append(c)
         return out
 
     def score(self, prompts, continuations, chat=False):
@@ -148,8 +149,10 @@ class ReplayLM:
 
     def generate(self, prompts, params, seed):
         start = time.perf_counter()
-        got = self.rec.generated.get((params.stop, params.chat)) or [Completion("")]
-        out = [got[i % len(got)] for i in range(len(prompts))]
+        out = []
+        for i, p in enumerate(per_prompt(params, len(prompts))):
+            got = self.rec.generated.get((p.stop, p.chat)) or [Completion("")]
+            out.append(got[i % len(got)])
         self.seconds += time.perf_counter() - start
         return out
 

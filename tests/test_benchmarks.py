@@ -80,3 +80,44 @@ def test_answer_ceiling_answers_open_seed_tasks_in_chat(tiny_model_dir, tmp_path
         seed = seeds[r["id"]]
         assert seed["is_classification"] is False and r["instruction"] == seed["instruction"]
         assert r["reference"] == seed["instances"][0]["output"] and r["acceptable"] == ""
+
+
+@pytest.mark.slow
+def test_generation_benchmark_prints_the_ceiling_both_paths_and_the_pool_shares(tiny_model_dir):
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks/generation.py"), "--model", str(tiny_model_dir),
+                          "--prompts", "4", "--slots", "2", "--static", "2", "--new-tokens", "8", "--pools", "50,100"],
+                         capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    top = float(re.search(r"no stops: ([\d.]+) tok/s", out.stdout).group(1))
+    rows = [line.strip("|").split("|") for line in out.stdout.splitlines() if line.startswith("| pipeline")]
+    assert [(r[0].strip(), r[1].strip()) for r in rows] == [("pipeline, continuous", "2"),
+                                                            ("pipeline, static (before)", "2")]
+    for r in rows:
+        assert abs(float(r[3]) - float(r[2]) / top) <= 0.01 + 0.05 * float(r[3])  # ratio = pipeline / ceiling
+    pools = [line.strip("|").split("|") for line in out.stdout.splitlines() if re.match(r"\| (50|100) \|", line)]
+    assert [p[0].strip() for p in pools] == ["50", "100"]
+    assert all(float(p[1]) > 0 and 0 < float(p[2].strip().rstrip("%")) < 100 for p in pools)
+
+
+def test_generation_benchmark_replays_each_prompt_of_a_mixed_call_by_its_own_stage():
+    """A pipeline call may hold several stages (one GenerationParams per prompt): the recording keeps
+    each completion under its own stage, and the replay answers each prompt from its stage."""
+    spec = importlib.util.spec_from_file_location("generation_bench", ROOT / "benchmarks/generation.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    from selfinstruct.lm.base import Completion, GenerationParams, per_prompt
+
+    class Echo:
+        name, has_chat_template = "echo", True
+
+        def generate(self, prompts, params, seed):
+            return [Completion(f"{p.chat}:{x}") for x, p in zip(prompts, per_prompt(params, len(prompts)))]
+
+    instance, answer = GenerationParams(8, stop=("Output:",)), GenerationParams(8, chat=True)
+    rec = bench.RecordingLM(Echo())
+    rec.generate(["i1", "a1", "i2"], [instance, answer, instance], 0)
+    rec.generate(["a2"], answer, 0)
+    replay = bench.ReplayLM(rec)
+    assert [c.text for c in replay.generate(["x", "y", "z"], [answer, instance, answer], 1)] == [
+        "True:a1", "False:i2", "True:a1"]  # prompt k gets its stage's recording k (cycled)
+    assert [c.text for c in replay.generate(["w"], GenerationParams(8, stop=("other",)), 1)] == [""]
