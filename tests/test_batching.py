@@ -148,3 +148,51 @@ def test_banned_ngrams_match_transformers(n):
     scores = NoRepeatNGramLogitsProcessor(n)(torch.tensor([seq]), torch.zeros(1, 10))
     want = sorted(int(i) for i in (scores[0] == float("-inf")).nonzero()[:, 0])
     assert _banned_ngram_tokens(seq, n) == want
+
+
+def test_slot_cache_layer_holds_what_dynamic_layer_holds_and_writes_steps_in_place():
+    import torch
+    from transformers.cache_utils import DynamicLayer
+
+    from selfinstruct.lm.batching import CACHE_ROOM, _slot_layer_class
+
+    gen = torch.Generator().manual_seed(0)
+    slot, plain = _slot_layer_class()(), DynamicLayer()
+    buffers = set()
+
+    def step(width, rows=4):
+        k, v = (torch.randn(rows, 2, width, 8, generator=gen) for _ in range(2))
+        got, want = slot.update(k, v), plain.update(k, v)
+        for a, b in zip(got, want):
+            assert torch.equal(a, b)
+        buffers.add(id(slot._buffers[0]))
+
+    step(5)  # prefill
+    for _ in range(2 * CACHE_ROOM + 3):  # decode steps, past the reserved room twice
+        step(1)
+    assert len(buffers) == 3  # the prefill's buffer and two regrowths, not one copy per step
+    keep = torch.tensor([0, 2])  # the batcher evicts rows by assigning keys/values
+    for layer in (slot, plain):
+        layer.keys, layer.values = layer.keys[keep, :, 3:], layer.values[keep, :, 3:]
+    for _ in range(3):
+        step(1, rows=2)
+    assert torch.equal(slot.keys, plain.keys) and torch.equal(slot.values, plain.values)
+    assert slot.get_seq_length() == plain.get_seq_length() == 5 + 2 * CACHE_ROOM + 3 - 3 + 3
+
+
+def test_nucleus_keeps_what_transformers_top_p_keeps():
+    import torch
+    from transformers.generation.logits_process import TopPLogitsWarper
+
+    from selfinstruct.lm.batching import nucleus
+
+    gen = torch.Generator().manual_seed(0)
+    # sharp rows (nucleus of a few tokens), flat rows (nucleus past the peek: the warper's own path)
+    logits = torch.cat([torch.randn(6, 5000, generator=gen) * 6, torch.randn(3, 5000, generator=gen) * 0.1])
+    for top_p in (0.1, 0.5, 0.9, 0.99):
+        want = TopPLogitsWarper(top_p)(None, logits.clone())
+        got = nucleus(logits, top_p, peek=64)
+        assert torch.equal(got.isinf(), want.isinf()), top_p
+        assert torch.equal(got[~got.isinf()], want[~want.isinf()])
+    kept = (~nucleus(logits, 0.5, peek=64).isinf()).sum(-1)
+    assert kept[:6].max() < 64 < kept[6:].min()  # both paths were taken
