@@ -55,7 +55,7 @@ class ModelConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     dtype: str = field(default="auto", metadata=_check(
         lambda v: v in ("auto", "float32", "bfloat16", "float16"), "auto, float32, bfloat16 or float16"))
-    batch_size: int = field(default=16, metadata=_check(lambda v: v >= 1, ">= 1"))  # rows per forward pass (slots)
+    batch_size: int = field(default=32, metadata=_check(lambda v: v >= 1, ">= 1"))  # rows per forward pass (slots)
     chat_template: bool = False  # wrap each prompt as a chat user turn (raw completion works better on small models)
     trust_remote_code: bool = False  # run Python code shipped in the model's repository (only for models you trust)
     allow_pickle: bool = False  # load pickled .bin/.pt weights, which can run code; safetensors and GGUF need not

@@ -274,7 +274,7 @@ class HFBackend:
     """A causal LM run in this process with transformers; implements selfinstruct.lm.base.LM."""
 
     def __init__(self, name: str, *, device: str = "auto", dtype: str = "auto",
-                 batch_size: int = 16, chat_template: bool = False, cache_dir: str | None = None,
+                 batch_size: int = 32, chat_template: bool = False, cache_dir: str | None = None,
                  trust_remote_code: bool = False, allow_pickle: bool = False, continuous: bool = True):
         if batch_size < 1:
             raise ModelError(f"batch_size must be at least 1, got {batch_size}")
