@@ -190,7 +190,11 @@ def _slot_layer_class():
 
 
 def new_cache(config):
-    """A DynamicCache for `config` whose full-attention layers write in place (see _slot_layer_class)."""
+    """A DynamicCache for `config` whose layers write in place (see _slot_layer_class).
+
+    Every layer becomes a SlotLayer: the batcher runs only models whose cache is all plain DynamicLayer
+    (SlotBatcher.supports), so no sliding-window or other layer kind is replaced here.
+    """
     from transformers import DynamicCache
 
     cache = DynamicCache(config=config)
